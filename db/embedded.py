@@ -141,14 +141,14 @@ class EmbeddedServer:
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        user = _system_user()
+        user = server_os_user()
         if user is not None:
             _make_reachable(self.data_dir, user)
         self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
                   "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions")
 
     def _run(self, program: str, *args: str) -> None:
-        user = _system_user()
+        user = server_os_user()
         command = [str(self.bin_dir / program), *args]
         log.debug("running %s", command)
         result = subprocess.run(command, capture_output=True, text=True, user=user.pw_uid if user else None,
@@ -173,7 +173,8 @@ class EmbeddedServer:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _system_user() -> pwd.struct_passwd | None:
+def server_os_user() -> pwd.struct_passwd | None:
+    """Return the system user that runs server processes when we are root, creating it if needed."""
     if os.geteuid() != 0:
         return None
     try:

@@ -46,3 +46,19 @@ def _(message: str, **values: object) -> str:
     """Translate ``message`` into the current language, then fill its ``{placeholders}``."""
     text = _catalog(language()).gettext(message)
     return text.format(**values) if values else text
+
+
+def compile_catalogs() -> list[Path]:
+    """Compile every ``.po`` catalog into the ``.mo`` file gettext reads (needs Babel)."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    written = []
+    for po_path in sorted(LOCALE_DIR.glob("*/LC_MESSAGES/*.po")):
+        with po_path.open("rb") as handle:
+            catalog = read_po(handle)
+        mo_path = po_path.with_suffix(".mo")
+        with mo_path.open("wb") as handle:
+            write_mo(handle, catalog)
+        written.append(mo_path)
+    return written

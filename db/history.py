@@ -1,0 +1,159 @@
+"""The history and lock tables the migration runner keeps in the suite's schema.
+
+Both live in the configured schema beside the eight core tables, so separate schemas on
+one server (tests, several TextLoom databases) never share bookkeeping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+HISTORY_TABLE = "textloom_migration_history"
+LOCK_TABLE = "textloom_migration_lock"
+BOOKKEEPING_TABLES = (HISTORY_TABLE, LOCK_TABLE)
+
+# Row kinds.
+KIND_FILE = "file"
+KIND_BASELINE = "baseline"
+KIND_AUTO = "auto"
+
+# Row states. A no-transaction file has a "running" row while it runs, so a migrator
+# killed half-way leaves a row that the next run reports instead of re-running blindly.
+STATUS_APPLIED = "applied"
+STATUS_BASELINED = "baselined"
+STATUS_RUNNING = "running"
+STATUS_FAILED = "failed"
+
+_CREATE_HISTORY = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version          integer,
+    name             text NOT NULL,
+    kind             text NOT NULL CHECK (kind IN ('file', 'baseline', 'auto')),
+    checksum         text,
+    checksum_version smallint,
+    status           text NOT NULL CHECK (status IN ('applied', 'baselined', 'running', 'failed')),
+    success          boolean GENERATED ALWAYS AS (status IN ('applied', 'baselined')) STORED,
+    statement_count  integer,
+    statements_done  integer,
+    error            text,
+    sql              text,
+    applied_at       timestamptz NOT NULL DEFAULT now(),
+    applied_by       text NOT NULL DEFAULT current_user,
+    client           text,
+    execution_ms     integer NOT NULL DEFAULT 0
+)
+"""
+# One row per migration version: a second migrator that slipped past the lock would fail
+# on this index and roll back instead of applying a file twice.
+_CREATE_HISTORY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} (version) WHERE version IS NOT NULL"
+
+_CREATE_LOCK = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    owner       uuid NOT NULL,
+    host        text NOT NULL,
+    pid         integer NOT NULL,
+    acquired_at timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of the history table."""
+
+    id: int
+    version: int | None
+    name: str
+    kind: str
+    checksum: str | None
+    checksum_version: int | None
+    status: str
+    success: bool
+    statement_count: int | None
+    statements_done: int | None
+    error: str | None
+    sql: str | None
+    applied_at: dt.datetime
+    applied_by: str
+    client: str | None
+    execution_ms: int
+
+
+def table(schema: str, name: str) -> sql.Composed:
+    return sql.Identifier(schema, name)
+
+
+def ensure_tables(conn: psycopg.Connection, schema: str) -> None:
+    """Create the schema and the bookkeeping tables if they are missing.
+
+    Runs in one transaction under a transaction-level advisory lock, because concurrent
+    ``CREATE TABLE IF NOT EXISTS`` can still fail on the catalog's unique indexes. The
+    lock ends with the transaction, so nothing stays behind on a pooled connection.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))",
+                     (f"textloom-bookkeeping:{schema}",))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL(_CREATE_HISTORY).format(table=table(schema, HISTORY_TABLE)))
+        conn.execute(sql.SQL(_CREATE_HISTORY_INDEX).format(
+            index=sql.Identifier(HISTORY_TABLE + "_version_key"), table=table(schema, HISTORY_TABLE)))
+        conn.execute(sql.SQL(_CREATE_LOCK).format(table=table(schema, LOCK_TABLE)))
+
+
+def tables_exist(conn: psycopg.Connection, schema: str) -> bool:
+    row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                       (sql.Identifier(schema, HISTORY_TABLE).as_string(conn),)).fetchone()
+    return bool(row and row[0])
+
+
+def read_history(conn: psycopg.Connection, schema: str) -> list[HistoryRow]:
+    """Return every history row in the order they were written; empty when there is no table."""
+    if not tables_exist(conn, schema):
+        return []
+    with conn.cursor(row_factory=class_row(HistoryRow)) as cur:
+        cur.execute(sql.SQL(
+            "SELECT id, version, name, kind, checksum, checksum_version, status, success, statement_count, "
+            "statements_done, error, sql, applied_at, applied_by, client, execution_ms FROM {} ORDER BY id"
+        ).format(table(schema, HISTORY_TABLE)))
+        return cur.fetchall()
+
+
+def insert_row(conn: psycopg.Connection, schema: str, *, version: int | None, name: str, kind: str,
+               status: str, checksum: str | None = None, checksum_version: int | None = None,
+               statement_count: int | None = None, statements_done: int | None = None,
+               error: str | None = None, sql_text: str | None = None, client: str | None = None,
+               execution_ms: int = 0) -> int:
+    row = conn.execute(sql.SQL(
+        "INSERT INTO {} (version, name, kind, status, checksum, checksum_version, statement_count, "
+        "statements_done, error, sql, client, execution_ms) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+    ).format(table(schema, HISTORY_TABLE)), (
+        version, name, kind, status, checksum, checksum_version, statement_count, statements_done,
+        error, sql_text, client, execution_ms,
+    )).fetchone()
+    return row[0]
+
+
+def update_progress(conn: psycopg.Connection, schema: str, row_id: int, *, status: str,
+                    statements_done: int, error: str | None = None, execution_ms: int = 0) -> None:
+    conn.execute(sql.SQL(
+        "UPDATE {} SET status = %s, statements_done = %s, error = %s, execution_ms = %s, "
+        "applied_at = now() WHERE id = %s"
+    ).format(table(schema, HISTORY_TABLE)), (status, statements_done, error, execution_ms, row_id))
+
+
+def update_checksum(conn: psycopg.Connection, schema: str, version: int, checksum: str, checksum_version: int) -> None:
+    conn.execute(sql.SQL("UPDATE {} SET checksum = %s, checksum_version = %s WHERE version = %s")
+                 .format(table(schema, HISTORY_TABLE)), (checksum, checksum_version, version))
+
+
+def delete_row(conn: psycopg.Connection, schema: str, row_id: int) -> None:
+    conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(table(schema, HISTORY_TABLE)), (row_id,))

@@ -1,0 +1,96 @@
+"""Create the schema, drop the suite's objects, load seed data."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from db import history, inventory
+from db.config import Settings
+from db.connection import connect
+from db.errors import DatabaseError
+from db.i18n import _
+from db.inventory import TableStats
+from db.migrations import placeholders, set_local_timeouts
+from db.sqlfile import split_sql
+
+log = logging.getLogger(__name__)
+
+SEED_FILE = Path(__file__).resolve().parent.parent / "sql" / "seed" / "dev_seed.sql"
+# Functions the migrations create besides the tables; dropped with them.
+SUITE_FUNCTIONS = ("set_updated_at",)
+
+
+def create_schema(settings: Settings) -> bool:
+    """Create the configured schema; return False when it already existed."""
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        existed = conn.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)",
+                               (settings.schema,)).fetchone()[0]
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.schema)))
+        return not existed
+
+
+def drop_suite(settings: Settings, table_names: Sequence[str]) -> list[str]:
+    """Drop the tables (children first), the suite's functions and the bookkeeping tables.
+
+    Everything goes in one transaction, so a failure (a lock timeout, say) leaves the
+    database as it was. Returns the names of the objects that existed and were dropped.
+    """
+    dropped = []
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        try:
+            with conn.transaction():
+                set_local_timeouts(conn, settings)
+                for name in [*reversed(table_names), *history.BOOKKEEPING_TABLES]:
+                    if _exists(conn, settings.schema, name):
+                        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(settings.schema, name)))
+                        dropped.append(name)
+                for function in SUITE_FUNCTIONS:
+                    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(
+                        sql.Identifier(settings.schema, function)))
+        except psycopg.Error as exc:
+            raise DatabaseError(_("drop failed, nothing was dropped: {error}", error=str(exc).strip()),
+                                hint=_("another session may be using the tables; retry when it is done")) from None
+    return dropped
+
+
+def database_name(settings: Settings) -> str:
+    """Name of the database the settings point at, as the server reports it."""
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        return conn.execute("SELECT current_database()").fetchone()[0]
+
+
+def table_overview(settings: Settings, table_names: Sequence[str]) -> tuple[list[TableStats], list[TableStats]]:
+    """Statistics of the expected tables and, apart, of the bookkeeping tables."""
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        return (inventory.table_stats(conn, settings.schema, table_names),
+                inventory.table_stats(conn, settings.schema, history.BOOKKEEPING_TABLES))
+
+
+def _exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
+    row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                       (sql.Identifier(schema, name).as_string(conn),)).fetchone()
+    return bool(row[0])
+
+
+def seed(settings: Settings, path: Path = SEED_FILE) -> int:
+    """Load development data in one transaction; return the number of rows inserted."""
+    statements = split_sql(path.read_text(encoding="utf-8"), source=str(path),
+                           placeholders=placeholders(settings.schema))
+    inserted = 0
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        try:
+            with conn.transaction():
+                set_local_timeouts(conn, settings)
+                for statement in statements:
+                    cur = conn.execute(statement.text)
+                    inserted += max(cur.rowcount, 0)
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                _("seed data failed to load, nothing was inserted: {error}", error=str(exc).strip()),
+                hint=_("run `invoke db.create` first so that every table exists")) from None
+    return inserted

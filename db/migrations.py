@@ -1,0 +1,403 @@
+"""The migration runner: discover files, compare them with the history, plan, apply, record.
+
+Each file runs in one transaction together with its history row, unless its header opts
+out with ``-- textloom:no-transaction``. Statements of such a file run one at a time,
+each ordinary statement in a transaction of its own with the progress update, so the
+history always says how far the file got. The pending list is computed only after the
+migration lock is held, so concurrent migrators apply each file exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from db import history
+from db.config import Settings
+from db.connection import connect
+from db.errors import DatabaseError, MigrationError
+from db.history import HistoryRow
+from db.i18n import _
+from db.lock import LockHolder, MigrationLock
+from db.sqlfile import CHECKSUM_VERSION, SqlFile, Statement, checksum, discover, parse_name, read_sql_file
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_BACKOFF_CAP_S = 8.0
+
+
+@dataclass(frozen=True)
+class LocalMigration:
+    """A migration file on disk, read only as far as its checksum."""
+
+    path: Path
+    version: int
+    description: str
+    checksum: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Plan:
+    """What a run found: the files on disk, the history, and the files still to apply."""
+
+    local: list[LocalMigration]
+    rows: list[HistoryRow]
+    pending: list[LocalMigration]
+    problems: list[str] = field(default_factory=list)
+
+
+class Progress:
+    """Receives progress events; the task layer prints them."""
+
+    def waiting(self, holder: LockHolder) -> None: ...
+    def applying(self, migration: LocalMigration, position: int, total: int) -> None: ...
+    def applied(self, migration: LocalMigration, elapsed_ms: int) -> None: ...
+    def retrying(self, migration: LocalMigration, attempt: int, delay: float) -> None: ...
+
+
+def placeholders(schema: str) -> dict[str, str]:
+    """Values of the ``${name}`` placeholders a migration file may use."""
+    return {"schema": sql.Identifier(schema).as_string(None)}
+
+
+def client_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- discovery and validation -------------------------------------------------------
+
+
+def local_migrations(sql_dir: Path = SQL_DIR) -> list[LocalMigration]:
+    """List the numbered files of ``sql_dir`` with their checksums, in version order."""
+    found = []
+    for path in discover(sql_dir):
+        version, description = parse_name(path)
+        found.append(LocalMigration(path, version, description, checksum(path.read_bytes())))
+    return found
+
+
+def applied_rows(rows: Sequence[HistoryRow]) -> dict[int, HistoryRow]:
+    """The rows that stand for a file version: applied, baselined, running or failed."""
+    return {row.version: row for row in rows if row.version is not None}
+
+
+def build_plan(local: list[LocalMigration], rows: list[HistoryRow], *, allow_out_of_order: bool = False) -> Plan:
+    """Compare the files with the history: find the pending ones and every inconsistency."""
+    by_version = applied_rows(rows)
+    local_versions = {m.version for m in local}
+    plan = Plan(local, rows, [])
+
+    for row in by_version.values():
+        if row.status in (history.STATUS_FAILED, history.STATUS_RUNNING):
+            plan.problems.append(_describe_unfinished(row))
+
+    for migration in local:
+        row = by_version.get(migration.version)
+        if row is None:
+            plan.pending.append(migration)
+        elif row.kind == history.KIND_FILE and row.checksum != migration.checksum and row.success:
+            plan.problems.append(_(
+                "{file} was changed after it was applied (checksum {actual}, recorded {recorded})",
+                file=migration.name, actual=migration.checksum[:12], recorded=(row.checksum or "-")[:12]))
+
+    for version, row in sorted(by_version.items()):
+        if version not in local_versions and row.kind == history.KIND_FILE:
+            plan.problems.append(_("{name} is recorded as applied but its file is missing from sql/", name=row.name))
+
+    highest = max((v for v, r in by_version.items() if r.success), default=0)
+    late = [m for m in plan.pending if m.version < highest]
+    if late and not allow_out_of_order:
+        for migration in late:
+            plan.problems.append(_(
+                "{file} is pending but version {version} is below the highest applied version {highest}",
+                file=migration.name, version=migration.version, highest=highest))
+    return plan
+
+
+def _describe_unfinished(row: HistoryRow) -> str:
+    if row.status == history.STATUS_RUNNING:
+        return _("{name} was interrupted after {done} of {total} statements",
+                 name=row.name, done=row.statements_done or 0, total=row.statement_count or "?")
+    return _("{name} failed at statement {number} of {total}: {error}", name=row.name,
+             number=(row.statements_done or 0) + 1, total=row.statement_count or "?", error=row.error or "")
+
+
+def raise_for_problems(plan: Plan) -> None:
+    if not plan.problems:
+        return
+    unfinished = any(r.status in (history.STATUS_FAILED, history.STATUS_RUNNING) for r in plan.rows)
+    if unfinished:
+        hint = _("fix the cause, then either finish the remaining statements by hand and run "
+                 "`invoke db.resolve VERSION`, or undo the statements that ran and run `invoke db.repair` "
+                 "so the file runs again from its first statement")
+    else:
+        hint = _("restore the original files, or review the changes and run `invoke db.repair` to "
+                 "record the new checksums; use --allow-out-of-order to apply a late file on purpose")
+    raise MigrationError(
+        _("migration history does not match sql/: {problems}", problems="; ".join(plan.problems)), hint=hint)
+
+
+# --- applying -----------------------------------------------------------------------
+
+
+def read_pending(pending: list[LocalMigration], schema: str) -> list[SqlFile]:
+    """Parse every pending file before any runs, so a bad file stops the run up front."""
+    values = placeholders(schema)
+    return [read_sql_file(m.path, values) for m in pending]
+
+
+def apply_file(conn: psycopg.Connection, settings: Settings, migration: LocalMigration, parsed: SqlFile,
+               progress: Progress) -> int:
+    """Apply one parsed file and record it; return the elapsed milliseconds."""
+    if parsed.is_transactional:
+        return _apply_transactional(conn, settings, migration, parsed, progress)
+    return _apply_statement_by_statement(conn, settings, migration, parsed)
+
+
+def _apply_transactional(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
+                         parsed: SqlFile, progress: Progress) -> int:
+    attempt = 0
+    while True:
+        started = time.perf_counter()
+        try:
+            with conn.transaction():
+                set_local_timeouts(conn, settings)
+                for statement in parsed.statements:
+                    _execute(conn, statement, migration)
+                elapsed_ms = _elapsed_ms(started)
+                history.insert_row(
+                    conn, settings.schema, version=migration.version, name=migration.name,
+                    kind=history.KIND_FILE, status=history.STATUS_APPLIED, checksum=migration.checksum,
+                    checksum_version=CHECKSUM_VERSION, statement_count=len(parsed.statements),
+                    statements_done=len(parsed.statements), client=client_label(), execution_ms=elapsed_ms)
+            return elapsed_ms
+        except _StatementFailed as failure:
+            if failure.is_lock_timeout and attempt < settings.lock_retries:
+                attempt += 1
+                delay = backoff(attempt)
+                progress.retrying(migration, attempt, delay)
+                time.sleep(delay)
+                continue
+            raise failure.to_error(_("nothing of this file was applied")) from None
+
+
+def _apply_statement_by_statement(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
+                                  parsed: SqlFile) -> int:
+    started = time.perf_counter()
+    total = len(parsed.statements)
+    row_id = history.insert_row(
+        conn, settings.schema, version=migration.version, name=migration.name, kind=history.KIND_FILE,
+        status=history.STATUS_RUNNING, checksum=migration.checksum, checksum_version=CHECKSUM_VERSION,
+        statement_count=total, statements_done=0, client=client_label())
+
+    for done, statement in enumerate(parsed.statements):
+        try:
+            _run_with_retries(conn, settings, migration, statement, row_id, done + 1)
+        except _StatementFailed as failure:
+            _record_failure(settings, row_id, done, failure, _elapsed_ms(started))
+            detail = _("statements 1 to {done} of {total} were applied; statement {number} and later were not",
+                       done=done, total=total, number=done + 1) if done else _("no statement of this file was applied")
+            invalid = invalid_indexes(settings)
+            if invalid:
+                detail += "; " + _("invalid indexes left behind: {names}; drop them with DROP INDEX CONCURRENTLY "
+                                   "before running the file again", names=", ".join(invalid))
+            raise failure.to_error(detail) from None
+
+    elapsed_ms = _elapsed_ms(started)
+    history.update_progress(conn, settings.schema, row_id, status=history.STATUS_APPLIED,
+                            statements_done=total, execution_ms=elapsed_ms)
+    return elapsed_ms
+
+
+def _run_with_retries(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
+                      statement: Statement, row_id: int, done: int) -> None:
+    attempt = 0
+    while True:
+        try:
+            if statement.needs_no_transaction:
+                # NOTE: lock_timeout cannot be set here: SET LOCAL needs a transaction and a
+                # session SET would leak through pgbouncer. These statements (CREATE INDEX
+                # CONCURRENTLY and the like) take no lock that blocks writers.
+                _execute(conn, statement, migration)
+                history.update_progress(conn, settings.schema, row_id, status=history.STATUS_RUNNING,
+                                        statements_done=done)
+            else:
+                with conn.transaction():
+                    set_local_timeouts(conn, settings)
+                    _execute(conn, statement, migration)
+                    history.update_progress(conn, settings.schema, row_id, status=history.STATUS_RUNNING,
+                                            statements_done=done)
+            return
+        except _StatementFailed as failure:
+            if failure.is_lock_timeout and not statement.needs_no_transaction and attempt < settings.lock_retries:
+                attempt += 1
+                time.sleep(backoff(attempt))
+                continue
+            raise
+
+
+def _record_failure(settings: Settings, row_id: int, done: int, failure: _StatementFailed, elapsed_ms: int) -> None:
+    # A fresh connection: the one that failed may be broken (server or pgbouncer restart).
+    try:
+        with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+            history.update_progress(conn, settings.schema, row_id, status=history.STATUS_FAILED,
+                                    statements_done=done, error=failure.server_message, execution_ms=elapsed_ms)
+    except (DatabaseError, psycopg.Error) as exc:
+        # The row still says "running", which the next run treats like a failure.
+        log.warning("could not record the failure of history row %s: %s", row_id, exc)
+
+
+def invalid_indexes(settings: Settings) -> list[str]:
+    """Names of indexes in the schema that a failed concurrent build left invalid."""
+    try:
+        with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+            rows = conn.execute(
+                "SELECT c.relname FROM pg_catalog.pg_index i "
+                "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE NOT i.indisvalid AND n.nspname = %s ORDER BY 1", (settings.schema,)).fetchall()
+    except (DatabaseError, psycopg.Error):
+        return []
+    return [r[0] for r in rows]
+
+
+def set_local_timeouts(conn: psycopg.Connection, settings: Settings) -> None:
+    """Set lock and statement timeouts for the current transaction only."""
+    conn.execute(
+        "SELECT pg_catalog.set_config('lock_timeout', %s, true), "
+        "pg_catalog.set_config('statement_timeout', %s, true)",
+        (f"{int(settings.lock_timeout * 1000)}ms", f"{int(settings.statement_timeout * 1000)}ms"))
+
+
+def backoff(attempt: int) -> float:
+    return min(0.5 * 2 ** (attempt - 1), _BACKOFF_CAP_S)
+
+
+class _StatementFailed(Exception):
+    """A statement of a migration failed; carries what the error message needs."""
+
+    def __init__(self, migration: LocalMigration, statement: Statement, exc: psycopg.Error) -> None:
+        super().__init__(str(exc))
+        self.migration = migration
+        self.statement = statement
+        self.is_lock_timeout = isinstance(exc, pg_errors.LockNotAvailable)
+        self.is_connection_lost = isinstance(exc, psycopg.OperationalError)
+        diag = exc.diag
+        self.server_message = (diag.message_primary or str(exc)).strip()
+        self.line = statement.line + _line_offset(statement.text, diag.statement_position)
+
+    def to_error(self, detail: str) -> MigrationError:
+        excerpt = " ".join(self.statement.text.split())
+        if len(excerpt) > 160:
+            excerpt = excerpt[:157] + "..."
+        if self.is_connection_lost:
+            hint = _("the connection to the server was lost; check the server or pgbouncer, then run "
+                     "`invoke db.migrate` again")
+        elif self.is_lock_timeout:
+            hint = _("another session held a conflicting lock for longer than lock_timeout; find it in "
+                     "pg_stat_activity, or raise TEXTLOOM_LOCK_TIMEOUT, then run `invoke db.migrate` again")
+        else:
+            hint = _("fix the statement, then run `invoke db.migrate` again")
+        return MigrationError(
+            _("{file}, line {line}, statement {number} failed: {error} ({detail})\n  {statement}",
+              file=self.migration.name, line=self.line, number=self.statement.index, error=self.server_message,
+              detail=detail, statement=excerpt),
+            hint=hint)
+
+
+def _execute(conn: psycopg.Connection, statement: Statement, migration: LocalMigration) -> None:
+    try:
+        if statement.copy_data is not None:
+            with conn.cursor() as cur, cur.copy(statement.text) as copy:
+                copy.write(statement.copy_data)
+        else:
+            conn.execute(statement.text)
+    except psycopg.Error as exc:
+        raise _StatementFailed(migration, statement, exc) from exc
+
+
+def _line_offset(text: str, position: str | None) -> int:
+    # statement_position is a 1-based character offset into the statement text.
+    if not position or not position.isdigit():
+        return 0
+    return text.count("\n", 0, int(position) - 1)
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+# --- one run ------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What a run of the file migrations did."""
+
+    applied: list[tuple[LocalMigration, int]] = field(default_factory=list)
+    pending: list[LocalMigration] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def run_migrations(settings: Settings, *, sql_dir: Path = SQL_DIR, dry_run: bool = False,
+                   allow_out_of_order: bool = False, progress: Progress | None = None) -> RunResult:
+    """Apply every pending file under the migration lock, or only plan them with ``dry_run``."""
+    progress = progress or Progress()
+    local = local_migrations(sql_dir)
+
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        if dry_run:
+            plan = build_plan(local, history.read_history(conn, settings.schema),
+                              allow_out_of_order=allow_out_of_order)
+            raise_for_problems(plan)
+            read_pending(plan.pending, settings.schema)
+            return RunResult(pending=plan.pending, dry_run=True)
+
+        history.ensure_tables(conn, settings.schema)
+        lock = MigrationLock(settings.database_url, settings.schema, ttl=settings.migration_lock_ttl,
+                             connect_timeout=settings.connect_timeout, on_wait=progress.waiting)
+        lock.acquire(conn)
+        try:
+            return _apply_pending(conn, settings, local, lock, allow_out_of_order, progress)
+        finally:
+            lock.release()
+
+
+def _apply_pending(conn: psycopg.Connection, settings: Settings, local: list[LocalMigration], lock: MigrationLock,
+                   allow_out_of_order: bool, progress: Progress) -> RunResult:
+    # The history is read only now, under the lock: another migrator may have just finished.
+    plan = build_plan(local, history.read_history(conn, settings.schema), allow_out_of_order=allow_out_of_order)
+    raise_for_problems(plan)
+    parsed = read_pending(plan.pending, settings.schema)
+
+    result = RunResult(pending=plan.pending)
+    for position, (migration, sql_file) in enumerate(zip(plan.pending, parsed), start=1):
+        if lock.lost.is_set():
+            raise MigrationError(_("the migration lock was lost before {file}", file=migration.name),
+                                 hint=_("another migrator took over after the lock expired; run "
+                                        "`invoke db.migrate` again"))
+        progress.applying(migration, position, len(plan.pending))
+        elapsed_ms = apply_file(conn, settings, migration, sql_file, progress)
+        progress.applied(migration, elapsed_ms)
+        result.applied.append((migration, elapsed_ms))
+    return result
+
+
+def pending_migrations(conn: psycopg.Connection, settings: Settings, sql_dir: Path = SQL_DIR) -> Plan:
+    """Plan without applying: for verify, history and dry runs."""
+    return build_plan(local_migrations(sql_dir), history.read_history(conn, settings.schema),
+                      allow_out_of_order=True)

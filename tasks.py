@@ -1,0 +1,222 @@
+"""TextLoom database tasks. Run `invoke --list` for the list, `invoke --help TASK` for options."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from invoke import Collection, Context, task
+from invoke.exceptions import Exit
+
+from db import maintenance, migrations, report, verify
+from db.config import Settings, load_settings
+from db.connection import mask_url
+from db.embedded import EmbeddedServer
+from db.errors import EXIT_PROBLEM, EXIT_USAGE, ProblemFound, TextLoomError, UsageError
+from db.i18n import _
+from db.progress import ConsoleProgress
+from models import TABLE_NAMES, metadata
+
+
+def db_task(*args: Any, **kwargs: Any) -> Callable:
+    """Declare a task whose help is translated and whose suite errors become exit codes."""
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        return db_task()(args[0])
+    kwargs["help"] = {name: _(text) for name, text in kwargs.get("help", {}).items()}
+
+    def decorate(body: Callable) -> Any:
+        @functools.wraps(body)
+        def run(c: Context, *a: Any, **kw: Any) -> Any:
+            try:
+                return body(c, *a, **kw)
+            except TextLoomError as exc:
+                if not isinstance(exc, ProblemFound):
+                    report.error(exc)
+                raise Exit(code=exc.exit_code) from None
+
+        run.__doc__ = _(body.__doc__.strip()) if body.__doc__ else None
+        return task(*args, **kwargs)(run)
+
+    return decorate
+
+
+@functools.cache
+def _embedded_url() -> str:
+    server = EmbeddedServer()
+    status = server.start()
+    report.notice(_("Using the embedded PostgreSQL {version} at {url} (data in {path}); set DATABASE_URL "
+                    "to use another server.", version=server.version(), url=status.url, path=".textloom/pgdata"))
+    return status.url
+
+
+def settings_for(c: Context) -> Settings:
+    """Load the settings; without DATABASE_URL, start or reuse the embedded server."""
+    settings = load_settings(c.config.get("db") or {})
+    if settings.database_url:
+        return settings
+    return dataclasses.replace(settings, database_url=_embedded_url())
+
+
+def _require_destructive_ok(c: Context, settings: Settings, action: str, yes: bool, allow_production: bool) -> None:
+    if settings.is_production and not allow_production:
+        raise UsageError(_("refusing to {action} in production (TEXTLOOM_ENV=production)", action=action),
+                         hint=_("add --allow-production if you really mean it"))
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(_("refusing to {action} without confirmation: stdin is not a terminal", action=action),
+                         hint=_("add --yes to confirm in scripts and CI"))
+    dbname = maintenance.database_name(settings)
+    answer = input(_("This will {action} schema {schema} in database {dbname} ({url}).\n"
+                     "Type the database name to confirm: ", action=action, schema=settings.schema,
+                     dbname=dbname, url=mask_url(settings.database_url)))
+    if answer.strip() != dbname:
+        raise UsageError(_("confirmation did not match {dbname}; nothing was changed", dbname=dbname))
+
+
+# --- tasks --------------------------------------------------------------------------
+
+
+@db_task
+def schema(c):
+    """Create the schema only."""
+    settings = settings_for(c)
+    created = maintenance.create_schema(settings)
+    report.echo(_("Created schema {schema}.", schema=settings.schema) if created
+                else _("Schema {schema} already exists.", schema=settings.schema))
+
+
+@db_task(help={"allow_out_of_order": "apply a pending file whose version is below the highest applied one"})
+def create(c, allow_out_of_order=False):
+    """Create the schema and apply every pending migration."""
+    settings = settings_for(c)
+    result = migrations.run_migrations(settings, allow_out_of_order=allow_out_of_order, progress=ConsoleProgress())
+    if not result.applied:
+        report.echo(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
+
+
+@db_task(help={"json": "print one JSON document instead of a table"})
+def check(c, json=False):
+    """List the expected tables with presence, estimated rows and size."""
+    settings = settings_for(c)
+    tables, bookkeeping = maintenance.table_overview(settings, TABLE_NAMES)
+    if json:
+        report.json_document({"schema": settings.schema, "tables": tables, "bookkeeping": bookkeeping})
+    else:
+        report.echo(_("Tables of schema {schema}:", schema=settings.schema))
+        report.table_stats(tables)
+        report.echo()
+        report.echo(_("Migration bookkeeping:"))
+        report.table_stats(bookkeeping)
+    if any(not t.present for t in tables):
+        raise ProblemFound("missing tables")
+
+
+@db_task(help={"json": "print one JSON document instead of a table",
+               "strict": "exit non-zero on warnings too"})
+def verify_(c, json=False, strict=False):
+    """Check that the database is ready for TextLoom; exit 0 only when every check passes."""
+    settings = settings_for(c)
+    expected = {t.name: [col.name for col in t.columns] for t in metadata.sorted_tables}
+    results = verify.run_checks(settings, expected)
+    healthy = verify.is_healthy(results, strict=strict)
+    if json:
+        report.json_document({"healthy": healthy, "checks": results})
+    else:
+        report.table(([r.name, _(r.status), r.detail, r.hint] for r in results),
+                     [_("check"), _("status"), _("detail"), _("hint")])
+    if not healthy:
+        raise ProblemFound("verify failed")
+
+
+@db_task(help={"yes": "do not ask for confirmation (needed when stdin is not a terminal)",
+               "allow_production": "allow this in production (TEXTLOOM_ENV=production)"})
+def drop(c, yes=False, allow_production=False):
+    """Drop the suite's tables, functions and history (asks first)."""
+    settings = settings_for(c)
+    _require_destructive_ok(c, settings, _("drop every table"), yes, allow_production)
+    dropped = maintenance.drop_suite(settings, TABLE_NAMES)
+    report.echo(_("Dropped {count} tables from schema {schema}.", count=len(dropped), schema=settings.schema))
+
+
+@db_task(help={"yes": "do not ask for confirmation (needed when stdin is not a terminal)",
+               "allow_production": "allow this in production (TEXTLOOM_ENV=production)"})
+def reset(c, yes=False, allow_production=False):
+    """Drop everything, then create it again (asks first)."""
+    settings = settings_for(c)
+    _require_destructive_ok(c, settings, _("drop and re-create every table"), yes, allow_production)
+    dropped = maintenance.drop_suite(settings, TABLE_NAMES)
+    report.echo(_("Dropped {count} tables from schema {schema}.", count=len(dropped), schema=settings.schema))
+    migrations.run_migrations(settings, progress=ConsoleProgress())
+
+
+@db_task
+def seed(c):
+    """Load development data; running it again adds nothing."""
+    settings = settings_for(c)
+    if settings.is_production:
+        raise UsageError(_("refusing to load development data in production (TEXTLOOM_ENV=production)"),
+                         hint=_("seed data is for development databases only"))
+    inserted = maintenance.seed(settings)
+    report.echo(_("Seed data loaded: {count} rows inserted.", count=inserted))
+
+
+# --- the embedded server ------------------------------------------------------------
+
+
+@db_task
+def server_start(c):
+    """Start the embedded PostgreSQL server (or report the running one)."""
+    status = EmbeddedServer().start()
+    report.echo(_("Embedded PostgreSQL is running at {url} (pid {pid}).", url=status.url, pid=status.pid))
+
+
+@db_task
+def server_stop(c):
+    """Stop the embedded PostgreSQL server."""
+    stopped = EmbeddedServer().stop()
+    report.echo(_("Embedded PostgreSQL stopped.") if stopped else _("Embedded PostgreSQL was not running."))
+
+
+@db_task(help={"json": "print one JSON document"})
+def server_status(c, json=False):
+    """Show whether the embedded PostgreSQL server runs, and its URL."""
+    status = EmbeddedServer().status()
+    if json:
+        report.json_document({"running": status.running, "url": status.url, "pid": status.pid,
+                              "data_dir": str(status.data_dir)})
+    elif status.running:
+        report.echo(_("Embedded PostgreSQL is running at {url} (pid {pid}).", url=status.url, pid=status.pid))
+    else:
+        report.echo(_("Embedded PostgreSQL is not running (data folder {path}).", path=status.data_dir))
+    if not status.running:
+        raise Exit(code=EXIT_PROBLEM)
+
+
+@task
+def i18n_compile(c):
+    """Compile db/locale/*/LC_MESSAGES/textloom.po into .mo files (needs the dev dependencies)."""
+    from db.i18n import compile_catalogs
+
+    for path in compile_catalogs():
+        print(path)
+
+
+server = Collection("server")
+server.add_task(server_start, "start")
+server.add_task(server_stop, "stop")
+server.add_task(server_status, "status")
+
+db = Collection("db")
+for _task in (schema, create, check, drop, reset, seed):
+    db.add_task(_task)
+db.add_task(verify_, "verify")
+db.add_collection(server)
+
+i18n = Collection("i18n")
+i18n.add_task(i18n_compile, "compile")
+
+ns = Collection(db, i18n)

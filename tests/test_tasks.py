@@ -1,0 +1,241 @@
+"""The tasks as a user runs them: `invoke db.*` in a subprocess, with exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "s3cret-Pa55"
+
+
+def invoke(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `invoke ARGS` in the project folder with only the given suite variables set."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TEXTLOOM_", "DATABASE_URL", "LC_", "LANG"))}
+    base["TEXTLOOM_LANG"] = "en"
+    base.update(env or {})
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=base, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(db_url: str, schema: str) -> dict[str, str]:
+    """Environment that points the tasks at the test server and schema, with a password to mask."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(db_url)
+    params["password"] = PASSWORD  # the test server trusts local connections and ignores it
+    return {"DATABASE_URL": make_conninfo(**params), "TEXTLOOM_DB_SCHEMA": schema}
+
+
+def assert_no_password(result: subprocess.CompletedProcess) -> None:
+    assert PASSWORD not in result.stdout
+    assert PASSWORD not in result.stderr
+
+
+def test_list_shows_tasks():
+    result = invoke("--list")
+    assert result.returncode == 0
+    for name in ("db.create", "db.check", "db.verify", "db.drop", "db.reset", "db.seed", "db.schema",
+                 "db.server.start", "db.server.stop", "db.server.status"):
+        assert name in result.stdout
+
+
+def test_schema_creates_only_schema(env, conn, schema):
+    result = invoke("db.schema", env=env)
+    assert result.returncode == 0, result.stderr
+    assert schema in result.stdout
+    tables = conn.execute("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = %s", (schema,)).fetchone()[0]
+    assert tables == 0
+
+
+def test_create_then_create_again(env, conn, schema):
+    first = invoke("db.create", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "0001_create_core_tables.sql" in first.stdout
+
+    second = invoke("db.create", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "Nothing to do" in second.stdout
+    assert_no_password(first)
+    assert_no_password(second)
+
+    rows = conn.execute(sql.SQL("SELECT version, success FROM {}").format(
+        sql.Identifier(schema, "textloom_migration_history"))).fetchall()
+    assert rows == [(1, True)]
+
+
+def test_check_and_verify_healthy(env):
+    assert invoke("db.create", env=env).returncode == 0
+
+    check = invoke("db.check", env=env)
+    assert check.returncode == 0, check.stderr
+    assert "video_projects" in check.stdout
+    assert "textloom_migration_history" in check.stdout
+
+    verify = invoke("db.verify", env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "failed" not in verify.stdout
+    assert_no_password(verify)
+
+
+def test_check_json_is_one_document(env):
+    assert invoke("db.create", env=env).returncode == 0
+    result = invoke("db.check", "--json", env=env)
+    assert result.returncode == 0
+    document = json.loads(result.stdout)
+    names = [t["name"] for t in document["tables"]]
+    assert len(names) == 8
+    assert all(t["present"] for t in document["tables"])
+    assert [t["name"] for t in document["bookkeeping"]] == ["textloom_migration_history", "textloom_migration_lock"]
+
+
+def test_verify_names_missing_table(env, conn, schema):
+    assert invoke("db.create", env=env).returncode == 0
+    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, "sub_video_tasks")))
+
+    result = invoke("db.verify", "--json", env=env)
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["healthy"] is False
+    failed = [c for c in document["checks"] if c["status"] == "failed"]
+    assert any("sub_video_tasks" in c["detail"] for c in failed)
+    assert all(c["hint"] for c in failed)
+
+
+def test_verify_names_missing_column(env, conn, schema):
+    assert invoke("db.create", env=env).returncode == 0
+    conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN updated_at").format(sql.Identifier(schema, "personas")))
+
+    result = invoke("db.verify", env=env)
+    assert result.returncode == 1
+    assert "personas.updated_at" in result.stdout
+
+
+def test_verify_reports_pending(env):
+    result = invoke("db.verify", env=env)
+    assert result.returncode == 1
+    assert "db.create" in result.stdout or "db.migrate" in result.stdout
+
+
+def test_drop_refuses_without_tty(env):
+    assert invoke("db.create", env=env).returncode == 0
+    result = invoke("db.drop", env=env, stdin="")
+    assert result.returncode == 2
+    assert "--yes" in result.stderr
+
+
+def test_drop_refuses_in_production(env, conn, schema):
+    assert invoke("db.create", env=env).returncode == 0
+    production = {**env, "TEXTLOOM_ENV": "production"}
+
+    refused = invoke("db.drop", "--yes", env=production)
+    assert refused.returncode == 2
+    assert "--allow-production" in refused.stderr
+    assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.tasks",)).fetchone()[0] is not None
+
+    allowed = invoke("db.drop", "--yes", "--allow-production", env=production)
+    assert allowed.returncode == 0, allowed.stderr
+    assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.tasks",)).fetchone()[0] is None
+
+
+def test_drop_with_yes_removes_everything(env, conn, schema):
+    assert invoke("db.create", env=env).returncode == 0
+    result = invoke("db.drop", "--yes", env=env)
+    assert result.returncode == 0, result.stderr
+    left = conn.execute("SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'", (schema,)).fetchone()[0]
+    assert left == 0
+
+
+def test_reset_and_seed_chain(env, conn, schema):
+    result = invoke("db.reset", "--yes", "db.seed", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Seed data loaded" in result.stdout
+    projects = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+        sql.Identifier(schema, "video_projects"))).fetchone()[0]
+    assert projects >= 1
+
+
+def test_seed_twice_adds_nothing(env):
+    assert invoke("db.create", env=env).returncode == 0
+    first = invoke("db.seed", env=env)
+    second = invoke("db.seed", env=env)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert "0 rows inserted" in second.stdout
+    assert "0 rows inserted" not in first.stdout
+
+
+def test_seed_refused_in_production(env):
+    result = invoke("db.seed", env={**env, "TEXTLOOM_ENV": "production"})
+    assert result.returncode == 2
+    assert "production" in result.stderr
+
+
+def test_unreachable_server_fails_fast():
+    closed_port = _closed_port()
+    url = f"postgresql://textloom:{PASSWORD}@127.0.0.1:{closed_port}/textloom_db"
+    result = invoke("db.verify", env={"DATABASE_URL": url, "TEXTLOOM_CONNECT_TIMEOUT": "2"}, timeout=30)
+    assert result.returncode == 1
+    assert str(closed_port) in result.stdout
+    assert "textloom_db" in result.stdout
+    assert_no_password(result)
+
+    create = invoke("db.create", env={"DATABASE_URL": url, "TEXTLOOM_CONNECT_TIMEOUT": "2"}, timeout=30)
+    assert create.returncode == 3
+    assert "127.0.0.1" in create.stderr
+    assert "Traceback" not in create.stderr
+    assert_no_password(create)
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("TEXTLOOM_ENV", "staging"),
+    ("TEXTLOOM_DB_SCHEMA", "Bad-Name"),
+    ("TEXTLOOM_CONNECT_TIMEOUT", "soon"),
+    ("DATABASE_URL", "postgresql://u:pw@host:notaport/db"),
+])
+def test_invalid_configuration_names_key(env, variable, value):
+    result = invoke("db.check", env={**env, variable: value})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    if variable != "DATABASE_URL":
+        assert variable in result.stderr
+    assert "pw@" not in result.stderr
+
+
+def test_invoke_yaml_section(env, tmp_path, schema):
+    """Settings from invoke.yaml apply, and the environment wins over them."""
+    config = tmp_path / "invoke.yaml"
+    config.write_text("db:\n  env: production\n")
+    from_file = invoke("-f", str(config), "db.seed", env=env)
+    assert from_file.returncode == 2
+
+    overridden = invoke("-f", str(config), "db.schema", env={**env, "TEXTLOOM_ENV": "development"})
+    assert overridden.returncode == 0, overridden.stderr
+
+    config.write_text("db:\n  colour: blue\n")
+    unknown = invoke("-f", str(config), "db.schema", env=env)
+    assert unknown.returncode == 2
+    assert "db.colour" in unknown.stderr
+
+
+def test_chinese_messages(env):
+    result = invoke("db.seed", env={**env, "TEXTLOOM_ENV": "production", "TEXTLOOM_LANG": "zh_CN"})
+    assert result.returncode == 2
+    assert "生产" in result.stderr
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
