@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
@@ -15,7 +16,7 @@ from db import maintenance, migrations, report, verify
 from db.config import Settings, load_settings
 from db.connection import mask_url
 from db.embedded import EmbeddedServer
-from db.errors import EXIT_PROBLEM, EXIT_USAGE, ProblemFound, TextLoomError, UsageError
+from db.errors import EXIT_DATABASE, EXIT_PROBLEM, DatabaseError, ProblemFound, TextLoomError, UsageError
 from db.i18n import _
 from db.progress import ConsoleProgress
 from models import TABLE_NAMES, metadata
@@ -36,6 +37,11 @@ def db_task(*args: Any, **kwargs: Any) -> Callable:
                 if not isinstance(exc, ProblemFound):
                     report.error(exc)
                 raise Exit(code=exc.exit_code) from None
+            except psycopg.Error as exc:
+                # A server error the suite did not anticipate: still a clean message and exit 3.
+                report.error(DatabaseError(_("database error: {error}", error=str(exc).strip()),
+                                           hint=_("run the task again with INVOKE_DEBUG=1 for details")))
+                raise Exit(code=EXIT_DATABASE) from None
 
         run.__doc__ = _(body.__doc__.strip()) if body.__doc__ else None
         return task(*args, **kwargs)(run)
@@ -164,6 +170,86 @@ def seed(c):
     report.echo(_("Seed data loaded: {count} rows inserted.", count=inserted))
 
 
+@db_task(help={"dry_run": "print the plan and change nothing",
+               "allow_out_of_order": "apply a pending file whose version is below the highest applied one"})
+def migrate(c, dry_run=False, allow_out_of_order=False):
+    """Apply pending migrations under the migration lock."""
+    settings = settings_for(c)
+    result = migrations.run_migrations(settings, dry_run=dry_run, allow_out_of_order=allow_out_of_order,
+                                       progress=ConsoleProgress())
+    if dry_run:
+        for migration in result.pending:
+            report.echo(_("Would apply {file}", file=migration.name))
+    if not result.pending:
+        report.echo(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
+
+
+@db_task(help={"json": "print one JSON document instead of a table"})
+def history(c, json=False):
+    """Show applied, pending and failed migrations with checksum state, who, when and how long."""
+    settings = settings_for(c)
+    entries = migrations.describe_history(settings)
+    if json:
+        report.json_document({"schema": settings.schema, "migrations": entries})
+        return
+    report.table(([e.version or "-", e.name, _(e.status), _(e.checksum_state), e.applied_by or "-",
+                   e.applied_at or "-", "-" if e.execution_ms is None else f"{e.execution_ms} ms"]
+                  for e in entries),
+                 [_("version"), _("name"), _("status"), _("checksum"), _("applied by"), _("applied at"),
+                  _("duration")])
+
+
+@db_task
+def repair(c):
+    """Record checksums of reviewed edited files and clear failed runs so they run again."""
+    from db import repair as repairing
+
+    settings = settings_for(c)
+    result = repairing.repair(settings)
+    for name in result.checksums_updated:
+        report.echo(_("Recorded the new checksum of {file}.", file=name))
+    for name in result.unfinished_removed:
+        report.echo(_("Cleared the failed run of {file}; the next db.migrate runs it from its first statement.",
+                      file=name))
+    if not (result.checksums_updated or result.unfinished_removed):
+        report.echo(_("Nothing to repair."))
+
+
+@db_task(help={"version": "version number of the failed migration that you finished by hand"})
+def resolve(c, version):
+    """Mark a failed migration as applied after finishing it by hand."""
+    from db import repair as repairing
+
+    settings = settings_for(c)
+    name = repairing.resolve(settings, _parse_version(version))
+    report.echo(_("Marked {file} as applied.", file=name))
+
+
+@db_task(help={"yes": "do not ask for confirmation (needed when stdin is not a terminal)"})
+def unlock(c, yes=False):
+    """Release a migration lock whose holder you have confirmed is dead."""
+    from db import repair as repairing
+
+    settings = settings_for(c)
+    if not yes and not sys.stdin.isatty():
+        raise UsageError(_("refusing to release the lock without confirmation: stdin is not a terminal"),
+                         hint=_("add --yes once you have checked that the holder is dead"))
+    if not yes and input(_("Release the migration lock? [y/N] ")).strip().lower() not in ("y", "yes"):
+        raise UsageError(_("nothing was changed"))
+    holder = repairing.unlock(settings)
+    if holder is None:
+        report.echo(_("The migration lock was not held."))
+    else:
+        report.echo(_("Released the migration lock held by host {host}, pid {pid}, since {since}.",
+                      host=holder.host, pid=holder.pid, since=holder.acquired_at.isoformat(timespec="seconds")))
+
+
+def _parse_version(value: str) -> int:
+    if not str(value).isdigit():
+        raise UsageError(_("invalid version {value!r}: expected a number such as 3", value=value))
+    return int(value)
+
+
 # --- the embedded server ------------------------------------------------------------
 
 
@@ -211,7 +297,7 @@ server.add_task(server_stop, "stop")
 server.add_task(server_status, "status")
 
 db = Collection("db")
-for _task in (schema, create, check, drop, reset, seed):
+for _task in (schema, create, check, drop, reset, seed, migrate, history, repair, resolve, unlock):
     db.add_task(_task)
 db.add_task(verify_, "verify")
 db.add_collection(server)

@@ -401,3 +401,40 @@ def pending_migrations(conn: psycopg.Connection, settings: Settings, sql_dir: Pa
     """Plan without applying: for verify, history and dry runs."""
     return build_plan(local_migrations(sql_dir), history.read_history(conn, settings.schema),
                       allow_out_of_order=True)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of ``db.history``: a history row, a pending file, or both."""
+
+    version: int | None
+    name: str
+    kind: str
+    status: str
+    checksum_state: str
+    applied_by: str | None = None
+    applied_at: str | None = None
+    execution_ms: int | None = None
+    error: str | None = None
+
+
+def describe_history(settings: Settings, sql_dir: Path = SQL_DIR) -> list[HistoryEntry]:
+    """Merge the history rows with the files on disk, in version order, auto changes last."""
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        rows = history.read_history(conn, settings.schema)
+    local = {m.version: m for m in local_migrations(sql_dir)}
+    entries = []
+    for row in rows:
+        migration = local.get(row.version) if row.version is not None else None
+        if row.kind != history.KIND_FILE:
+            state = "-"
+        elif migration is None:
+            state = "missing file"
+        else:
+            state = "ok" if migration.checksum == row.checksum else "changed"
+        entries.append(HistoryEntry(row.version, row.name, row.kind, row.status, state, row.applied_by,
+                                    row.applied_at.isoformat(timespec="seconds"), row.execution_ms, row.error))
+    recorded = {r.version for r in rows if r.version is not None}
+    entries += [HistoryEntry(m.version, m.name, history.KIND_FILE, "pending", "-")
+                for m in local.values() if m.version not in recorded]
+    return sorted(entries, key=lambda e: (e.version is None, e.version or 0))
