@@ -1,0 +1,44 @@
+"""SQLAlchemy models of TextLoom's core tables in the ``textloom_core`` schema."""
+
+from models.db_models import (
+    NAMING_CONVENTION,
+    SCHEMA,
+    Base,
+    MaterialAnalysis,
+    MediaItem,
+    Persona,
+    PromptTemplate,
+    ScriptContent,
+    SubVideoTask,
+    Task,
+    VideoProject,
+    metadata,
+)
+
+# Parents before children: the order to create tables in, and the reverse to drop them.
+TABLE_NAMES = (
+    "personas",
+    "prompt_templates",
+    "video_projects",
+    "tasks",
+    "media_items",
+    "material_analyses",
+    "script_contents",
+    "sub_video_tasks",
+)
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "SCHEMA",
+    "TABLE_NAMES",
+    "Base",
+    "MaterialAnalysis",
+    "MediaItem",
+    "Persona",
+    "PromptTemplate",
+    "ScriptContent",
+    "SubVideoTask",
+    "Task",
+    "VideoProject",
+    "metadata",
+]
