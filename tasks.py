@@ -19,14 +19,14 @@ from db.embedded import EmbeddedServer
 from db.errors import EXIT_DATABASE, EXIT_PROBLEM, DatabaseError, ProblemFound, TextLoomError, UsageError
 from db.i18n import _
 from db.progress import ConsoleProgress
-from models import TABLE_NAMES, metadata
 
 
 def db_task(*args: Any, **kwargs: Any) -> Callable:
     """Declare a task whose help is translated and whose suite errors become exit codes."""
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return db_task()(args[0])
-    kwargs["help"] = {name: _(text) for name, text in kwargs.get("help", {}).items()}
+    english_help = dict(kwargs.get("help", {}))
+    kwargs["help"] = {name: _(text) for name, text in english_help.items()}
 
     def decorate(body: Callable) -> Any:
         @functools.wraps(body)
@@ -43,7 +43,10 @@ def db_task(*args: Any, **kwargs: Any) -> Callable:
                                            hint=_("run the task again with INVOKE_DEBUG=1 for details")))
                 raise Exit(code=EXIT_DATABASE) from None
 
-        run.__doc__ = _(body.__doc__.strip()) if body.__doc__ else None
+        # The English texts stay on the function for the catalog extractor.
+        run.__wrapped_doc__ = body.__doc__.strip() if body.__doc__ else None
+        run.__help_en__ = english_help
+        run.__doc__ = _(run.__wrapped_doc__) if run.__wrapped_doc__ else None
         return task(*args, **kwargs)(run)
 
     return decorate
@@ -83,6 +86,13 @@ def _require_destructive_ok(c: Context, settings: Settings, action: str, yes: bo
         raise UsageError(_("confirmation did not match {dbname}; nothing was changed", dbname=dbname))
 
 
+def _table_names() -> tuple[str, ...]:
+    # Imported on use: SQLAlchemy takes a large share of the start-up time of a task.
+    from models import TABLE_NAMES
+
+    return TABLE_NAMES
+
+
 # --- tasks --------------------------------------------------------------------------
 
 
@@ -108,7 +118,7 @@ def create(c, allow_out_of_order=False):
 def check(c, json=False):
     """List the expected tables with presence, estimated rows and size."""
     settings = settings_for(c)
-    tables, bookkeeping = maintenance.table_overview(settings, TABLE_NAMES)
+    tables, bookkeeping = maintenance.table_overview(settings, _table_names())
     if json:
         report.json_document({"schema": settings.schema, "tables": tables, "bookkeeping": bookkeeping})
     else:
@@ -125,6 +135,8 @@ def check(c, json=False):
                "strict": "exit non-zero on warnings too"})
 def verify_(c, json=False, strict=False):
     """Check that the database is ready for TextLoom; exit 0 only when every check passes."""
+    from models import metadata
+
     settings = settings_for(c)
     expected = {t.name: [col.name for col in t.columns] for t in metadata.sorted_tables}
     results = verify.run_checks(settings, expected)
@@ -132,7 +144,7 @@ def verify_(c, json=False, strict=False):
     if json:
         report.json_document({"healthy": healthy, "checks": results})
     else:
-        report.table(([r.name, _(r.status), r.detail, r.hint] for r in results),
+        report.table(([r.name, report.label(r.status), r.detail, r.hint] for r in results),
                      [_("check"), _("status"), _("detail"), _("hint")])
     if not healthy:
         raise ProblemFound("verify failed")
@@ -144,7 +156,7 @@ def drop(c, yes=False, allow_production=False):
     """Drop the suite's tables, functions and history (asks first)."""
     settings = settings_for(c)
     _require_destructive_ok(c, settings, _("drop every table"), yes, allow_production)
-    dropped = maintenance.drop_suite(settings, TABLE_NAMES)
+    dropped = maintenance.drop_suite(settings, _table_names())
     report.echo(_("Dropped {count} tables from schema {schema}.", count=len(dropped), schema=settings.schema))
 
 
@@ -154,7 +166,7 @@ def reset(c, yes=False, allow_production=False):
     """Drop everything, then create it again (asks first)."""
     settings = settings_for(c)
     _require_destructive_ok(c, settings, _("drop and re-create every table"), yes, allow_production)
-    dropped = maintenance.drop_suite(settings, TABLE_NAMES)
+    dropped = maintenance.drop_suite(settings, _table_names())
     report.echo(_("Dropped {count} tables from schema {schema}.", count=len(dropped), schema=settings.schema))
     migrations.run_migrations(settings, progress=ConsoleProgress())
 
@@ -192,7 +204,7 @@ def history(c, json=False):
     if json:
         report.json_document({"schema": settings.schema, "migrations": entries})
         return
-    report.table(([e.version or "-", e.name, _(e.status), _(e.checksum_state), e.applied_by or "-",
+    report.table(([e.version or "-", e.name, report.label(e.status), report.label(e.checksum_state), e.applied_by or "-",
                    e.applied_at or "-", "-" if e.execution_ms is None else f"{e.execution_ms} ms"]
                   for e in entries),
                  [_("version"), _("name"), _("status"), _("checksum"), _("applied by"), _("applied at"),
@@ -282,13 +294,22 @@ def server_status(c, json=False):
         raise Exit(code=EXIT_PROBLEM)
 
 
-@task
+@db_task
+def i18n_update(c):
+    """Merge new messages into the .po catalogs (needs the dev dependencies)."""
+    from db.i18n_catalog import update
+
+    for path in update():
+        report.echo(str(path))
+
+
+@db_task
 def i18n_compile(c):
-    """Compile db/locale/*/LC_MESSAGES/textloom.po into .mo files (needs the dev dependencies)."""
+    """Compile the .po catalogs into the .mo files gettext reads (needs the dev dependencies)."""
     from db.i18n import compile_catalogs
 
     for path in compile_catalogs():
-        print(path)
+        report.echo(str(path))
 
 
 server = Collection("server")
@@ -303,6 +324,7 @@ db.add_task(verify_, "verify")
 db.add_collection(server)
 
 i18n = Collection("i18n")
+i18n.add_task(i18n_update, "update")
 i18n.add_task(i18n_compile, "compile")
 
 ns = Collection(db, i18n)

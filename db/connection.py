@@ -28,12 +28,21 @@ MASK = "***"
 def parse_url(url: str) -> dict[str, str]:
     """Split a libpq URL or key/value string into its parameters."""
     try:
-        return pg_conninfo.conninfo_to_dict(url)
+        params = pg_conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise ConfigError(
             _("invalid DATABASE_URL {url}: {error}", url=mask_url(url), error=_strip_secret(str(exc), url)),
             hint=_("use a URL such as postgresql://user@localhost:5432/textloom"),
         ) from None
+
+    # libpq accepts a comma-separated list of ports, one per host.
+    port = params.get("port", "")
+    if port and not all(part.strip().isdigit() for part in port.split(",")):
+        raise ConfigError(
+            _("invalid DATABASE_URL {url}: port {port!r} is not a number", url=mask_url(url), port=port),
+            hint=_("use a URL such as postgresql://user@localhost:5432/textloom"),
+        )
+    return params
 
 
 def mask_url(url: str) -> str:

@@ -42,7 +42,7 @@ def _catalog(lang: str) -> gettext.NullTranslations:
     return gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=[lang], fallback=True)
 
 
-def _(message: str, **values: object) -> str:
+def _(message: str, /, **values: object) -> str:
     """Translate ``message`` into the current language, then fill its ``{placeholders}``."""
     text = _catalog(language()).gettext(message)
     return text.format(**values) if values else text

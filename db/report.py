@@ -14,10 +14,25 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from tabulate import tabulate
-
 from db.errors import TextLoomError
 from db.i18n import _
+
+
+def label(value: str) -> str:
+    """Translate a status word stored in English (history status, check result, checksum state)."""
+    labels = {
+        "ok": _("ok"),
+        "warning": _("warning"),
+        "failed": _("failed"),
+        "skipped": _("skipped"),
+        "applied": _("applied"),
+        "baselined": _("baselined"),
+        "running": _("running"),
+        "pending": _("pending"),
+        "changed": _("changed"),
+        "missing file": _("missing file"),
+    }
+    return labels.get(value, value)
 
 
 def echo(message: str = "") -> None:
@@ -30,6 +45,8 @@ def notice(message: str) -> None:
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
+    from tabulate import tabulate  # imported on use: it is slow to import and JSON output needs none
+
     echo(tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True))
 
 

@@ -170,8 +170,8 @@ def test_seed_twice_adds_nothing(env):
     second = invoke("db.seed", env=env)
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
-    assert "0 rows inserted" in second.stdout
-    assert "0 rows inserted" not in first.stdout
+    assert "loaded: 0 rows inserted" in second.stdout
+    assert "loaded: 0 rows inserted" not in first.stdout
 
 
 def test_seed_refused_in_production(env):
