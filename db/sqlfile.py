@@ -570,6 +570,9 @@ _TRANSACTION_COMMANDS = {
 }
 
 
+_VAR_SET_MULTI = 3
+
+
 def _check_statement(node: ast.Node, source: str, line: int, has_directive: bool) -> None:
     """Reject statements that no migration may contain, whatever its header."""
     if isinstance(node, ast.CopyStmt) and node.filename is None and not node.is_from:
@@ -577,6 +580,15 @@ def _check_statement(node: ast.Node, source: str, line: int, has_directive: bool
             _("{file}, line {line}: COPY TO STDOUT sends rows to the client, which a migration cannot use",
               file=source, line=line),
             hint=_("remove the statement or write to a server file with COPY ... TO 'path'; nothing has run"),
+        )
+
+    # SET TRANSACTION (kind VAR_SET_MULTI) ends with the transaction, like SET LOCAL.
+    if isinstance(node, ast.VariableSetStmt) and not node.is_local and node.kind != _VAR_SET_MULTI:
+        raise MigrationError(
+            _("{file}, line {line}: a session-level SET or RESET is not allowed in a migration, because it would "
+              "stay on a pooled server connection after the migration", file=source, line=line),
+            hint=_("write SET LOCAL, which ends with the transaction, or pass the value to one statement; "
+                   "nothing has run"),
         )
 
     if isinstance(node, ast.TransactionStmt):

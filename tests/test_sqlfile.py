@@ -860,3 +860,25 @@ def test_discover_missing_folder(tmp_path):
         discover(tmp_path / "missing")
 
     assert "missing" in caught.value.message
+
+
+@pytest.mark.parametrize("statement", [
+    "SET search_path = app",
+    "SET SESSION statement_timeout = 0",
+    "RESET lock_timeout",
+    "RESET ALL",
+    "SET TIME ZONE 'UTC'",
+])
+def test_session_set_rejected(statement):
+    with pytest.raises(MigrationError) as caught:
+        split_sql(f"SELECT 1;\n{statement};\n", source="0002_x.sql")
+    assert "line 2" in caught.value.message
+    assert "SET LOCAL" in caught.value.hint
+
+
+@pytest.mark.parametrize("statement", [
+    "SET LOCAL lock_timeout = '1s'",
+    "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+])
+def test_transaction_scoped_set_allowed(statement):
+    assert len(split_sql(f"{statement};\nSELECT 1;\n", source="0002_x.sql")) == 2
