@@ -1,0 +1,144 @@
+"""Benchmark the schema diff against SQLAlchemy reflection and Alembic's compare_metadata.
+
+Builds a schema of 1,000 tables (uuid key, eight more columns of mixed types with
+defaults, a foreign key to the previous table, two indexes and a comment), then measures
+on that one schema and model, in the same run:
+
+- TextLoom's diff: catalog read + model snapshot + comparison, and its round trips;
+- SQLAlchemy's ``MetaData.reflect`` of the schema;
+- Alembic's ``compare_metadata`` of the same models.
+
+Run with ``uv run --group bench python bench/diff.py [DATABASE_URL] [--tables N]``.
+Without a URL it starts an embedded server in a temporary folder and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from db import catalog, model_schema  # noqa: E402
+from db.connection import connect  # noqa: E402
+from db.diff import diff_snapshots  # noqa: E402
+from db.embedded import EmbeddedServer  # noqa: E402
+from db.schema_diff import compare, count_round_trips  # noqa: E402
+
+SCHEMA = "bench_diff"
+
+
+def build_metadata(table_count: int) -> sa.MetaData:
+    metadata = sa.MetaData(schema=SCHEMA)
+    for number in range(table_count):
+        columns = [
+            sa.Column("id", UUID, primary_key=True, server_default=sa.text("gen_random_uuid()")),
+            sa.Column("name", sa.String(64), nullable=False, index=True),
+            sa.Column("title", sa.Text, server_default="untitled"),
+            sa.Column("amount", sa.Numeric(12, 2), nullable=False, server_default="0"),
+            sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+            sa.Column("meta", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(),
+                      index=True),
+            sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        ]
+        if number > 0:
+            columns.append(sa.Column("previous_id", UUID, sa.ForeignKey(f"{SCHEMA}.t{number - 1:04d}.id")))
+        sa.Table(f"t{number:04d}", metadata, *columns, comment=f"benchmark table {number}")
+    return metadata
+
+
+def create_schema(url: str, metadata: sa.MetaData) -> None:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        connection.execute(sa.text(f"CREATE SCHEMA {SCHEMA}"))
+        metadata.create_all(connection)
+    engine.dispose()
+
+
+def measure(label: str, function, repeat: int) -> float:
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        timings.append(time.perf_counter() - started)
+    best = min(timings)
+    print(f"{label:<40} best {best:8.3f} s   median {statistics.median(timings):8.3f} s   ({repeat} runs)")
+    return best
+
+
+def run(url: str, table_count: int, repeat: int) -> None:
+    metadata = build_metadata(table_count)
+    started = time.perf_counter()
+    create_schema(url, metadata)
+    print(f"created {table_count} tables in {time.perf_counter() - started:.1f} s")
+
+    with connect(url) as conn:
+        with count_round_trips(conn) as catalog_trips:
+            db_snapshot = catalog.read_schema(conn, SCHEMA)
+        with count_round_trips(conn) as total_trips:
+            result = compare(conn, metadata, SCHEMA, source_schema=SCHEMA)
+        print(f"changes found: {len(result.changes)}, not comparable: {len(result.not_comparable)}")
+        print(f"round trips: catalog read {catalog_trips.count}, whole compare {total_trips.count}")
+
+        ours = measure("textloom compare (catalog+model+diff)",
+                       lambda: compare(conn, metadata, SCHEMA, source_schema=SCHEMA), repeat)
+        measure("  catalog read only", lambda: catalog.read_schema(conn, SCHEMA), repeat)
+        model_snapshot = model_schema.snapshot_from_metadata(metadata, SCHEMA, source_schema=SCHEMA, conn=conn)
+        measure("  model snapshot only", lambda: model_schema.snapshot_from_metadata(
+            metadata, SCHEMA, source_schema=SCHEMA, conn=conn), repeat)
+        measure("  diff only", lambda: diff_snapshots(model_snapshot, db_snapshot), repeat)
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    reflect = measure("sqlalchemy MetaData.reflect", lambda: sa.MetaData().reflect(engine, schema=SCHEMA), 1)
+
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    def alembic_compare() -> None:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={
+                "include_schemas": True,
+                "include_name": lambda name, type_, parents: type_ != "schema" or name == SCHEMA,
+                "compare_server_default": True,
+            })
+            diffs = compare_metadata(context, metadata)
+            print(f"  alembic reported {len(diffs)} difference(s)")
+
+    alembic = measure("alembic compare_metadata", alembic_compare, 1)
+    engine.dispose()
+
+    print(f"speed-up over MetaData.reflect:      {reflect / ours:6.1f}x")
+    print(f"speed-up over alembic compare_metadata: {alembic / ours:6.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", nargs="?", help="PostgreSQL URL; an embedded server is started without one")
+    parser.add_argument("--tables", type=int, default=1000, help="number of tables to create (default 1000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each TextLoom measurement (default 3)")
+    args = parser.parse_args()
+
+    if args.url:
+        run(args.url, args.tables, args.repeat)
+        return
+    with tempfile.TemporaryDirectory(prefix="textloom-bench-") as folder:
+        server = EmbeddedServer(Path(folder) / "data", extra_options=("-c", "fsync=off", "-c", "max_locks_per_transaction=256"))
+        status = server.start()
+        try:
+            print(f"embedded PostgreSQL {server.version()} on port {status.port}")
+            run(status.url, args.tables, args.repeat)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

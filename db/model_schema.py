@@ -1,0 +1,534 @@
+"""Turn SQLAlchemy ``MetaData`` into a :class:`~db.snapshot.SchemaSnapshot`.
+
+Every table is first normalised offline: types, simple defaults, plain-column indexes and
+the names PostgreSQL gives unnamed constraints are written as the server would write
+them. What cannot be normalised offline (CHECK and index expressions, partial index
+predicates, generated columns, unknown types or defaults) is recorded as
+:class:`~db.snapshot.NotComparable`. With a connection, the server then renders the tables
+that hold such objects. Their DDL runs in a scratch schema inside a transaction that is
+always rolled back, and the catalog query of :mod:`db.catalog` reads them back. Those
+expressions so take the exact form the live catalog shows. Whatever even the
+server cannot render stays not comparable and is never reported as a change.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import replace
+
+import psycopg
+import sqlalchemy as sa
+from pglast import keywords as pg_keywords
+from psycopg import sql
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql import sqltypes
+
+from db import catalog
+from db.i18n import _
+from db.snapshot import (
+    CheckConstraint,
+    Column,
+    Enum,
+    ForeignKey,
+    Index,
+    IndexKey,
+    NotComparable,
+    PrimaryKey,
+    SchemaSnapshot,
+    Table,
+    UniqueConstraint,
+)
+
+log = logging.getLogger(__name__)
+
+DIALECT = postgresql.dialect()
+SCRATCH_PREFIX = "textloom_scratch_"
+
+# The schema name as the server quotes it, and whether the schema is on the search_path.
+_VISIBILITY_QUERY = "SELECT pg_catalog.quote_ident(%(schema)s), %(schema)s = ANY (pg_catalog.current_schemas(false))"
+
+
+def snapshot_from_metadata(metadata: sa.MetaData, schema: str, *, source_schema: str | None = None,
+                           conn: psycopg.Connection | None = None, type_prefix: str | None = None) -> SchemaSnapshot:
+    """Describe the tables of ``metadata`` as if they lived in ``schema``.
+
+    Tables whose ``.schema`` is ``source_schema``, ``None`` or ``schema`` itself are taken
+    and mapped to ``schema``, and tables of other schemas are left out. Every table is
+    first normalised offline. With ``conn``, the server then renders the tables that hold
+    something offline normalisation cannot handle (see the module docstring). The connection
+    must be in autocommit mode and is left as it was. ``type_prefix`` is how the server
+    qualifies the schema's own types (:attr:`SchemaSnapshot.type_prefix` of the catalog
+    snapshot); without it one more round trip asks the server.
+    """
+    tables = select_tables(metadata, schema, source_schema)
+    if conn is None:
+        prefix = type_prefix if type_prefix is not None else _offline_prefix(schema)
+        return _offline_snapshot(tables, schema, source_schema, prefix)
+
+    round_trips = 0
+    if type_prefix is None:
+        quoted, is_visible = conn.execute(_VISIBILITY_QUERY, {"schema": schema}).fetchone()
+        type_prefix = "" if is_visible else quoted + "."
+        round_trips += 1
+    offline = _offline_snapshot(tables, schema, source_schema, type_prefix)
+    unresolved = {note.object.split(".")[0] for note in offline.not_comparable}
+    if not unresolved:
+        return replace(offline, round_trips=round_trips)
+
+    subset = [table for table in tables if table.name in unresolved]
+    try:
+        rendered = _server_snapshot(conn, subset, schema, source_schema, type_prefix)
+    except psycopg.Error as exc:
+        # The model may use what this database lacks (an extension type, say); those
+        # objects stay not comparable rather than being guessed.
+        log.warning("rendering %d model tables on the server failed, they stay not comparable: %s",
+                    len(subset), exc)
+        note = NotComparable(schema, _("the server could not create the model's tables ({error}); "
+                                       "expressions were compared offline where possible",
+                                       error=str(exc).strip().splitlines()[0]))
+        return replace(_with_notes(offline, [note]), round_trips=round_trips + _RENDER_ROUND_TRIPS)
+    return _merge(offline, rendered, unresolved, round_trips + _RENDER_ROUND_TRIPS)
+
+
+def select_tables(metadata: sa.MetaData, schema: str, source_schema: str | None) -> list[sa.Table]:
+    """Return the tables of ``metadata`` that map to ``schema``, in the metadata's order."""
+    # No dependency order is needed, because rendered tables are created without their
+    # foreign keys; sorting a thousand tables would cost more than the rest of the snapshot.
+    accepted = {None, source_schema, schema}
+    return [table for table in metadata.tables.values() if table.schema in accepted]
+
+
+# -- server rendering ------------------------------------------------------------------
+
+
+# BEGIN, the DDL, the catalog query, ROLLBACK.
+_RENDER_ROUND_TRIPS = 4
+
+
+def _server_snapshot(conn: psycopg.Connection, tables: list[sa.Table], schema: str,
+                     source_schema: str | None, prefix: str) -> SchemaSnapshot:
+    scratch = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
+    ddl = render_ddl(tables, {None: scratch, source_schema: scratch, schema: scratch},
+                     server_version=conn.info.server_version)
+
+    # The DDL has no parameters, so psycopg sends all of it as one simple query. The
+    # transaction is rolled back whatever happens, so the scratch schema never persists.
+    with conn.transaction(force_rollback=True):
+        create_schema = sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch)).as_string(conn)
+        conn.execute(";\n".join([create_schema, *ddl]))
+        rendered = catalog.read_schema(conn, scratch)
+
+    log.debug("rendered %d model tables in scratch schema %s", len(tables), scratch)
+    return _retarget(rendered, scratch, schema, prefix)
+
+
+def _merge(offline: SchemaSnapshot, rendered: SchemaSnapshot, names: set[str], round_trips: int) -> SchemaSnapshot:
+    # Rendered tables were created without foreign keys (their targets are not there), so
+    # those still come from the offline snapshot.
+    tables = dict(offline.tables)
+    for name in names:
+        tables[name] = replace(rendered.tables[name], foreign_keys=offline.tables[name].foreign_keys)
+    notes = tuple(note for note in offline.not_comparable if note.object.split(".")[0] not in names)
+    return replace(offline, tables=tables, not_comparable=notes + rendered.not_comparable, round_trips=round_trips)
+
+
+def render_ddl(tables: list[sa.Table], schema_map: dict[str | None, str], *,
+               server_version: int | None = None) -> list[str]:
+    """Compile the DDL that creates ``tables`` without their foreign keys, schemas renamed by ``schema_map``.
+
+    Enum types and sequences the tables use come first, comments last. ``server_version``
+    (such as 150018) makes the DDL what SQLAlchemy would send to that server: before
+    PostgreSQL 18 a generated column without ``persisted`` is ``STORED``.
+    """
+    dialect = postgresql.dialect()
+    if server_version is not None:
+        dialect.supports_virtual_generated_columns = server_version >= 180000
+    elements: list[sa.schema.ExecutableDDLElement] = []
+
+    enums = {}
+    for table in tables:
+        for column in table.columns:
+            enum = _native_enum(column.type)
+            if enum is not None:
+                enums.setdefault((enum.schema, enum.name), enum)
+            if isinstance(column.default, sa.Sequence):
+                elements.append(sa.schema.CreateSequence(column.default))
+    elements[:0] = [postgresql.CreateEnumType(enum) for enum in enums.values()]
+
+    for table in tables:
+        elements.append(sa.schema.CreateTable(table, include_foreign_key_constraints=[]))
+        elements += [sa.schema.CreateIndex(index) for index in table.indexes]
+        if table.comment is not None:
+            elements.append(sa.schema.SetTableComment(table))
+        elements += [sa.schema.SetColumnComment(column) for column in table.columns if column.comment is not None]
+
+    return [str(element.compile(dialect=dialect, schema_translate_map=schema_map,
+                                render_schema_translate=True)).strip() for element in elements]
+
+
+def _retarget(rendered: SchemaSnapshot, scratch: str, schema: str, prefix: str) -> SchemaSnapshot:
+    # The scratch name is a random identifier that needs no quoting, so replacing it as
+    # text (also inside literals such as nextval('scratch.seq'::regclass)) cannot hit user text.
+    def fix(text: str | None) -> str | None:
+        return None if text is None else text.replace(scratch + ".", prefix)
+
+    tables = {}
+    for table in rendered.tables.values():
+        tables[table.name] = Table(
+            name=table.name,
+            columns=tuple(Column(c.name, fix(c.type), c.nullable, fix(c.default), c.identity, fix(c.generated),
+                                 c.collation, c.comment) for c in table.columns),
+            primary_key=table.primary_key,
+            foreign_keys=tuple(_retarget_fk(fk, scratch, schema) for fk in table.foreign_keys),
+            unique_constraints=table.unique_constraints,
+            check_constraints=tuple(CheckConstraint(k.name, fix(k.expression)) for k in table.check_constraints),
+            indexes=tuple(_retarget_index(index, fix) for index in table.indexes),
+            comment=table.comment,
+        )
+    return SchemaSnapshot(schema=schema, tables=tables, enums=rendered.enums,
+                          not_comparable=rendered.not_comparable, exists=True, type_prefix=prefix)
+
+
+def _retarget_fk(fk: ForeignKey, scratch: str, schema: str) -> ForeignKey:
+    if fk.target_schema != scratch:
+        return fk
+    return ForeignKey(fk.name, fk.columns, schema, fk.target_table, fk.target_columns, fk.on_delete,
+                      fk.on_update, fk.deferrable, fk.initially_deferred)
+
+
+def _retarget_index(index: Index, fix) -> Index:
+    keys = tuple(IndexKey(fix(k.expression), k.is_column, k.descending, k.nulls_first, k.opclass, k.collation)
+                 for k in index.keys)
+    return Index(index.name, keys, index.unique, index.method, index.include, fix(index.predicate),
+                 index.nulls_not_distinct)
+
+
+def _with_notes(snapshot: SchemaSnapshot, notes: Iterable[NotComparable]) -> SchemaSnapshot:
+    return SchemaSnapshot(snapshot.schema, snapshot.tables, snapshot.enums,
+                          snapshot.not_comparable + tuple(notes), snapshot.exists, snapshot.type_prefix)
+
+
+# -- offline normalisation -------------------------------------------------------------
+
+
+def quote_ident(name: str) -> str:
+    """Quote ``name`` the way the server's ``quote_ident`` does: only when it must."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) and not _is_quoted_keyword(name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _is_quoted_keyword(name: str) -> bool:
+    return name in pg_keywords.RESERVED_KEYWORDS or name in pg_keywords.COL_NAME_KEYWORDS \
+        or name in pg_keywords.TYPE_FUNC_NAME_KEYWORDS
+
+
+def default_name(table: str, columns: Iterable[str], label: str) -> str:
+    """Return the name PostgreSQL gives an unnamed constraint or index, such as ``tasks_owner_fkey``.
+
+    Like the server's ``makeObjectName``, the table and column parts are shortened, the
+    longer one first, until the whole name fits in 63 bytes.
+    NOTE: the server appends a number when that name is taken; that case is not known offline.
+    """
+    name1, name2 = table, "_".join(columns)
+    available = 63 - len(label) - 1 - (1 if name2 else 0)
+    while len(name1.encode()) + len(name2.encode()) > available:
+        if len(name1.encode()) > len(name2.encode()):
+            name1 = name1[:-1]
+        else:
+            name2 = name2[:-1]
+    return "_".join(part for part in (name1, name2, label) if part)
+
+
+def _offline_prefix(schema: str) -> str:
+    # NOTE: offline there is no search_path to look at, so the schema's own types are
+    # written qualified, as the server does when the schema is not on the search_path.
+    return quote_ident(schema) + "."
+
+
+def _offline_snapshot(tables: list[sa.Table], schema: str, source_schema: str | None,
+                      type_prefix: str) -> SchemaSnapshot:
+    model_schemas = {None, source_schema, schema}
+    notes: list[NotComparable] = []
+    snapshots = {}
+    enums: dict[str, Enum] = {}
+    for table in tables:
+        snapshots[table.name] = _offline_table(table, schema, model_schemas, type_prefix, notes)
+        for column in table.columns:
+            enum = _native_enum(column.type)
+            if enum is not None and enum.schema in model_schemas:
+                enums[enum.name] = Enum(enum.name, tuple(enum.enums))
+    return SchemaSnapshot(schema=schema, tables=snapshots, enums=enums, not_comparable=tuple(notes),
+                          exists=True, type_prefix=type_prefix)
+
+
+def _offline_table(table: sa.Table, schema: str, model_schemas: set, prefix: str,
+                   notes: list[NotComparable]) -> Table:
+    columns = tuple(_offline_column(table, column, model_schemas, prefix, notes) for column in table.columns)
+
+    primary_key = None
+    if table.primary_key.columns:
+        name = _constraint_name(table.primary_key) or default_name(table.name, (), "pkey")
+        primary_key = PrimaryKey(name, tuple(c.name for c in table.primary_key.columns))
+
+    foreign_keys, uniques, checks = [], [], []
+    # Column-level CHECK constraints live on their column, not in table.constraints.
+    inline_checks = {constraint: column.name for column in table.columns for constraint in column.constraints}
+    for constraint in sorted([*table.constraints, *inline_checks], key=lambda c: _constraint_name(c) or ""):
+        if isinstance(constraint, sa.ForeignKeyConstraint):
+            foreign_keys.append(_offline_fk(table, constraint, schema, model_schemas))
+        elif isinstance(constraint, sa.UniqueConstraint):
+            uniques.append(_offline_unique(table, constraint))
+        elif isinstance(constraint, sa.CheckConstraint):
+            # NOTE: PostgreSQL names an unnamed table-level CHECK after a column it uses;
+            # offline only the column-level case is known, so others get <table>_check.
+            column = inline_checks.get(constraint)
+            name = _constraint_name(constraint) or default_name(table.name, [column] if column else [], "check")
+            notes.append(NotComparable(f"{table.name}.{name}",
+                                       _("CHECK expressions are compared only when a connection renders them")))
+            checks.append(CheckConstraint(name, str(constraint.sqltext)))
+
+    indexes = []
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+        indexes.append(_offline_index(table, index, notes))
+
+    return Table(table.name, columns, primary_key, tuple(foreign_keys), tuple(uniques), tuple(checks),
+                 tuple(indexes), table.comment or None)
+
+
+def _offline_column(table: sa.Table, column: sa.Column, model_schemas: set, prefix: str,
+                    notes: list[NotComparable]) -> Column:
+    type_name, collation = canonical_type(column.type, model_schemas, prefix)
+    if type_name is None:
+        notes.append(NotComparable(f"{table.name}.{column.name}",
+                                   _("type {type} has no known canonical form offline", type=str(column.type))))
+        type_name = str(column.type.compile(dialect=DIALECT)).lower()
+
+    default = None
+    generated = None
+    identity = None
+    if column.identity is not None:
+        identity = "always" if column.identity.always else "by default"
+    elif isinstance(column.server_default, sa.Computed):
+        generated = str(column.server_default.sqltext)
+        notes.append(NotComparable(f"{table.name}.{column.name}",
+                                   _("generated expressions are compared only when a connection renders them")))
+    elif column.server_default is not None:
+        default = canonical_default(column.server_default, type_name, _native_enum(column.type) is not None)
+        if default is None:
+            notes.append(NotComparable(f"{table.name}.{column.name}",
+                                       _("default {default} has no known canonical form offline",
+                                         default=_server_default_text(column.server_default))))
+    elif isinstance(column.default, sa.Sequence):
+        notes.append(NotComparable(f"{table.name}.{column.name}",
+                                   _("sequence defaults are compared only when a connection renders them")))
+    elif column is table.autoincrement_column and type_name in ("integer", "bigint", "smallint"):
+        # create_all makes this column SERIAL, whose sequence PostgreSQL names <table>_<column>_seq.
+        sequence = quote_ident(default_name(table.name, [column.name], "seq"))
+        default = f"nextval('{prefix}{sequence}'::regclass)"
+
+    nullable = column.nullable and identity is None
+    return Column(column.name, type_name, nullable, default, identity, generated, collation, column.comment or None)
+
+
+def _offline_fk(table: sa.Table, constraint: sa.ForeignKeyConstraint, schema: str, model_schemas: set) -> ForeignKey:
+    target = constraint.referred_table
+    columns = tuple(c.name for c in constraint.columns)
+    name = _constraint_name(constraint) or default_name(table.name, columns, "fkey")
+    return ForeignKey(
+        name=name,
+        columns=columns,
+        target_schema=schema if target.schema in model_schemas else target.schema,
+        target_table=target.name,
+        target_columns=tuple(element.column.name for element in constraint.elements),
+        on_delete=(constraint.ondelete or "NO ACTION").upper(),
+        on_update=(constraint.onupdate or "NO ACTION").upper(),
+        deferrable=bool(constraint.deferrable),
+        initially_deferred=(constraint.initially or "").upper() == "DEFERRED",
+    )
+
+
+def _offline_unique(table: sa.Table, constraint: sa.UniqueConstraint) -> UniqueConstraint:
+    columns = tuple(c.name for c in constraint.columns)
+    name = _constraint_name(constraint) or default_name(table.name, columns, "key")
+    return UniqueConstraint(
+        name=name,
+        columns=columns,
+        nulls_not_distinct=bool(constraint.dialect_options["postgresql"].get("nulls_not_distinct")),
+        deferrable=bool(constraint.deferrable),
+        initially_deferred=(constraint.initially or "").upper() == "DEFERRED",
+    )
+
+
+def _offline_index(table: sa.Table, index: sa.Index, notes: list[NotComparable]) -> Index:
+    options = index.dialect_options["postgresql"]
+    name = str(index.name)
+    if options.get("where") is not None or options.get("ops") or not all(
+            isinstance(expression, sa.Column) for expression in index.expressions):
+        notes.append(NotComparable(f"{table.name}.{name}", _(
+            "index expressions, predicates and operator classes are compared only when a connection renders them")))
+        return Index(name, keys=())  # a placeholder the diff skips by name
+
+    keys = tuple(IndexKey(quote_ident(column.name)) for column in index.expressions)
+    include = tuple(quote_ident(c if isinstance(c, str) else c.name) for c in options.get("include") or ())
+    return Index(name, keys, unique=bool(index.unique), method=options.get("using") or "btree", include=include,
+                 nulls_not_distinct=bool(options.get("nulls_not_distinct")))
+
+
+def _constraint_name(constraint: sa.Constraint | sa.Index) -> str | None:
+    # The preparer applies the metadata's naming convention and truncates long names
+    # exactly as create_all does; None means the server will choose the name.
+    if constraint.name is None:
+        return None
+    name = DIALECT.identifier_preparer.format_constraint(constraint, _alembic_quote=False)
+    return None if name is None else str(name)
+
+
+def _native_enum(type_: sa.types.TypeEngine) -> sa.Enum | None:
+    if isinstance(type_, sa.ARRAY):
+        type_ = type_.item_type
+    if isinstance(type_, sa.Enum) and type_.native_enum:
+        return type_
+    return None
+
+
+# Spellings that SQLAlchemy's PostgreSQL compiler produces, mapped to format_type's output.
+_TYPE_ALIASES = {
+    "varchar": "character varying",
+    "char": "character",
+    "nchar": "character",
+    "nvarchar": "character varying",
+    "decimal": "numeric",
+    "int": "integer",
+    "int4": "integer",
+    "int8": "bigint",
+    "int2": "smallint",
+    "serial": "integer",
+    "bigserial": "bigint",
+    "smallserial": "smallint",
+    "bool": "boolean",
+    "float8": "double precision",
+    "float4": "real",
+    "timestamptz": "timestamp with time zone",
+    "timetz": "time with time zone",
+}
+_KNOWN_TYPES = {
+    "integer", "bigint", "smallint", "boolean", "text", "date", "bytea", "json", "jsonb", "uuid", "inet",
+    "cidr", "macaddr", "money", "tsvector", "tsquery", "double precision", "real", "numeric", "interval",
+    "character varying", "character", "bit", "bit varying", "oid", "xml", "citext", "int4range",
+    "int8range", "numrange", "tsrange", "tstzrange", "daterange", "point", "hstore",
+}
+
+
+def canonical_type(type_: sa.types.TypeEngine, model_schemas: set, prefix: str) -> tuple[str | None, str | None]:
+    """Return the ``format_type`` spelling of ``type_`` and its collation, or None when unknown."""
+    enum = _native_enum(type_)
+    if enum is not None:
+        qualifier = prefix if enum.schema in model_schemas else quote_ident(enum.schema) + "."
+        suffix = "[]" if isinstance(type_, sa.ARRAY) else ""
+        return qualifier + quote_ident(enum.name) + suffix, None
+
+    return _canonical_type_text(DIALECT.type_compiler_instance.process(type_))
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_type_text(text: str) -> tuple[str | None, str | None]:
+    collation = None
+    match = re.search(r'\s+COLLATE\s+(.+)$', text)
+    if match:
+        text, collation = text[:match.start()], match.group(1)
+
+    array = text.endswith("[]")
+    base = re.sub(r"(\[\])+$", "", text).strip().lower()
+    base = re.sub(r"\s*,\s*", ",", base)
+    canonical = _canonical_base(base)
+    if canonical is None:
+        return None, collation
+    return canonical + ("[]" if array else ""), collation
+
+
+def _canonical_base(base: str) -> str | None:
+    match = re.fullmatch(r"([a-z ]+?)\s*(?:\((\d+(?:,\d+)?)\))?(\s+with(?:out)? time zone)?", base)
+    if not match:
+        return None
+    name, args, zone = match.group(1), match.group(2), (match.group(3) or "").strip()
+    name = _TYPE_ALIASES.get(name, name)
+
+    if name in ("timestamp", "time"):
+        zone = zone or "without time zone"
+        return f"{name}{f'({args})' if args else ''} {zone}"
+    if name == "float":
+        return "real" if args and int(args) <= 24 else "double precision"
+    if name == "character" and not args:
+        args = "1"
+    if name not in _KNOWN_TYPES:
+        return None
+    return f"{name}({args})" if args else name
+
+
+_FUNCTION_CALL = re.compile(r"[a-z_][a-z0-9_]*\(\)")
+_KEYWORD_DEFAULTS = {"current_timestamp": "CURRENT_TIMESTAMP", "current_date": "CURRENT_DATE",
+                     "localtimestamp": "LOCALTIMESTAMP", "current_user": "CURRENT_USER"}
+_LITERAL_CASTS = {"text": "text", "character varying": "character varying", "jsonb": "jsonb", "json": "json",
+                  "uuid": "uuid", "date": "date", "inet": "inet", "bytea": "bytea"}
+
+
+def _server_default_text(server_default: sa.schema.FetchedValue) -> str:
+    arg = getattr(server_default, "arg", server_default)
+    return arg if isinstance(arg, str) else str(getattr(arg, "text", arg))
+
+
+def canonical_default(server_default: sa.schema.FetchedValue, type_name: str, is_enum: bool = False) -> str | None:
+    """Return a server default as ``pg_get_expr`` would render it, or None when unsure.
+
+    Only simple forms are handled offline: literals of common types, booleans, whole
+    numbers, and calls without arguments such as ``now()`` or ``gen_random_uuid()``.
+    """
+    arg = getattr(server_default, "arg", None)
+    if isinstance(arg, str):
+        return _literal_default(arg, type_name, is_enum)
+    if isinstance(arg, sa.sql.elements.TextClause):
+        text = arg.text.strip()
+    elif isinstance(arg, sa.sql.functions.FunctionElement) and not arg.clauses.clauses:
+        text = f"{arg.name}()"  # the common now() and gen_random_uuid(), without a compiler
+    elif isinstance(arg, (sa.sql.elements.True_, sa.sql.elements.False_)):
+        text = "true" if isinstance(arg, sa.sql.elements.True_) else "false"
+    elif isinstance(arg, sa.sql.ClauseElement):
+        text = str(arg.compile(dialect=DIALECT, compile_kwargs={"literal_binds": True})).strip()
+    else:
+        return None
+
+    lowered = text.lower()
+    if _FUNCTION_CALL.fullmatch(lowered):
+        return lowered
+    if lowered in _KEYWORD_DEFAULTS:
+        return _KEYWORD_DEFAULTS[lowered]
+    if lowered in ("true", "false") and type_name == "boolean":
+        return lowered
+    match = re.fullmatch(r"'((?:[^']|'')*)'(?:::([a-z ]+))?", text, flags=re.IGNORECASE)
+    if match:
+        return _literal_default(match.group(1).replace("''", "'"), type_name, is_enum)
+    if re.fullmatch(r"\d+", text) and type_name in ("integer", "bigint", "smallint"):
+        return text
+    return None
+
+
+def _literal_default(value: str, type_name: str, is_enum: bool) -> str | None:
+    if is_enum:
+        return "'" + value.replace("'", "''") + "'::" + type_name
+    base = re.sub(r"\(.*\)$", "", type_name)
+    if base == "boolean" and value.lower() in ("true", "t", "false", "f", "yes", "no", "on", "off", "1", "0"):
+        return "true" if value.lower() in ("true", "t", "yes", "on", "1") else "false"
+    if base in ("integer", "bigint", "smallint") and re.fullmatch(r"\d+", value):
+        return value
+    if base == "numeric" and re.fullmatch(r"-?\d+(\.\d+)?", value):
+        return f"'{value}'::numeric"
+    if base == "character":
+        return "'" + value.replace("'", "''") + "'::bpchar"
+    if base in _LITERAL_CASTS:
+        return "'" + value.replace("'", "''") + "'::" + _LITERAL_CASTS[base]
+    return None

@@ -1,0 +1,96 @@
+"""Compare SQLAlchemy models with a live schema in one call.
+
+Tasks, health checks and the migration runner all need the same three steps (read the
+catalog, read the models, compare), so they share :func:`compare`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+
+import psycopg
+import sqlalchemy as sa
+
+from db import catalog, model_schema
+from db.diff import Change, ChangeKind, diff_snapshots
+from db.snapshot import NotComparable, SchemaSnapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    """The changes that make the database match the models, and what could not be compared."""
+
+    changes: tuple[Change, ...]
+    not_comparable: tuple[NotComparable, ...]
+    round_trips: int
+    model_snapshot: SchemaSnapshot
+    db_snapshot: SchemaSnapshot
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the database matches the models in everything that could be compared."""
+        return not self.changes
+
+    @property
+    def has_hazards(self) -> bool:
+        return any(change.hazard.is_hazardous for change in self.changes)
+
+
+def compare(conn: psycopg.Connection, metadata: sa.MetaData, schema: str, *,
+            source_schema: str | None = None, exclude_tables: Collection[str] = ()) -> DiffResult:
+    """Read ``schema`` and the tables of ``metadata``, and return what differs.
+
+    ``source_schema`` is the schema the models name (such as ``textloom_core``) when the
+    database schema has another name; see :func:`db.model_schema.snapshot_from_metadata`.
+    Tables named in ``exclude_tables`` (the migration bookkeeping, say) are left out of
+    the database side, so they are never reported as only in the database.
+    """
+    db_snapshot = catalog.read_schema(conn, schema)
+    if exclude_tables:
+        kept = {name: table for name, table in db_snapshot.tables.items() if name not in exclude_tables}
+        db_snapshot = dataclasses.replace(db_snapshot, tables=kept)
+    model_snapshot = model_schema.snapshot_from_metadata(metadata, schema, source_schema=source_schema, conn=conn,
+                                                         type_prefix=db_snapshot.type_prefix)
+
+    planned = diff_snapshots(model_snapshot, db_snapshot)
+    changes = tuple(change for change in planned if change.kind != ChangeKind.NOT_COMPARABLE)
+    notes = model_snapshot.not_comparable + db_snapshot.not_comparable
+    log.info("schema %s: %d change(s), %d object(s) not comparable", schema, len(changes), len(notes))
+    round_trips = db_snapshot.round_trips + model_snapshot.round_trips
+    return DiffResult(changes, notes, round_trips, model_snapshot, db_snapshot)
+
+
+@dataclass
+class RoundTrips:
+    """The number of requests a block sent that each waited for the server's answer."""
+
+    count: int = 0
+
+
+@contextlib.contextmanager
+def count_round_trips(conn: psycopg.Connection) -> Iterator[RoundTrips]:
+    """Count the round trips of ``conn`` inside the block from libpq's protocol trace.
+
+    Each simple ``Query`` message and each ``Sync`` of the extended protocol ends with the
+    server's ReadyForQuery, so their number is the number of round trips.
+    """
+    counter = RoundTrips()
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            yield counter
+        finally:
+            conn.pgconn.untrace()
+            trace.seek(0)
+            for line in trace:
+                fields = line.split("\t")
+                if fields[0] == "F" and len(fields) > 2 and fields[2].strip() in ("Query", "Sync"):
+                    counter.count += 1
