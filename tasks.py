@@ -109,7 +109,8 @@ def schema(c):
 def create(c, allow_out_of_order=False):
     """Create the schema and apply every pending migration."""
     settings = settings_for(c)
-    result = migrations.run_migrations(settings, allow_out_of_order=allow_out_of_order, progress=ConsoleProgress())
+    result = migrations.run_migrations(settings, sql_dir=settings.sql_dir, allow_out_of_order=allow_out_of_order,
+                                       progress=ConsoleProgress())
     if not result.applied:
         report.echo(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
 
@@ -135,11 +136,10 @@ def check(c, json=False):
                "strict": "exit non-zero on warnings too"})
 def verify_(c, json=False, strict=False):
     """Check that the database is ready for TextLoom; exit 0 only when every check passes."""
-    from models import metadata
+    from models import SCHEMA, metadata
 
     settings = settings_for(c)
-    expected = {t.name: [col.name for col in t.columns] for t in metadata.sorted_tables}
-    results = verify.run_checks(settings, expected)
+    results = verify.run_checks(settings, metadata, source_schema=SCHEMA)
     healthy = verify.is_healthy(results, strict=strict)
     if json:
         report.json_document({"healthy": healthy, "checks": results})
@@ -168,7 +168,7 @@ def reset(c, yes=False, allow_production=False):
     _require_destructive_ok(c, settings, _("drop and re-create every table"), yes, allow_production)
     dropped = maintenance.drop_suite(settings, _table_names())
     report.echo(_("Dropped {count} tables from schema {schema}.", count=len(dropped), schema=settings.schema))
-    migrations.run_migrations(settings, progress=ConsoleProgress())
+    migrations.run_migrations(settings, sql_dir=settings.sql_dir, progress=ConsoleProgress())
 
 
 @db_task
@@ -183,24 +183,83 @@ def seed(c):
 
 
 @db_task(help={"dry_run": "print the plan and change nothing",
-               "allow_out_of_order": "apply a pending file whose version is below the highest applied one"})
-def migrate(c, dry_run=False, allow_out_of_order=False):
-    """Apply pending migrations under the migration lock."""
+               "allow_out_of_order": "apply a pending file whose version is below the highest applied one",
+               "no_auto": "skip the comparison with the models after the files",
+               "models": "compare these models instead of TextLoom's: package.module:attribute"})
+def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=None):
+    """Apply pending migrations, then the safe additive differences from the models."""
+    from db import drift
+
     settings = settings_for(c)
-    result = migrations.run_migrations(settings, dry_run=dry_run, allow_out_of_order=allow_out_of_order,
-                                       progress=ConsoleProgress())
-    if dry_run:
-        for migration in result.pending:
-            report.echo(_("Would apply {file}", file=migration.name))
-    if not result.pending:
+    progress = ConsoleProgress()
+    result = migrations.run_migrations(settings, sql_dir=settings.sql_dir, dry_run=dry_run,
+                                       allow_out_of_order=allow_out_of_order, progress=progress)
+    for migration in result.pending if dry_run else ():
+        report.echo(_("Would apply {file}", file=migration.name))
+    if no_auto:
+        return
+    if dry_run and result.pending:
+        report.echo(_("The comparison with the models runs after the pending files; it is not shown in a dry run."))
+        return
+
+    metadata, source_schema = drift.load_metadata(models)
+    outcome = drift.apply_drift(settings, metadata, source_schema=source_schema, dry_run=dry_run,
+                                on_wait=progress.waiting)
+    for change, elapsed_ms in outcome.applied:
+        report.echo(_("Would apply {change}", change=f"{change.kind} {change.object}") if dry_run
+                    else _("Applied {change} in {ms} ms", change=f"{change.kind} {change.object}", ms=elapsed_ms))
+    if not (result.pending or outcome.applied or outcome.review):
         report.echo(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
+    if outcome.review:
+        report.echo(_("{count} difference(s) need review and were not applied:", count=len(outcome.review)))
+        report.echo(render_changes_sql(outcome.review))
+        raise ProblemFound("changes need review")
+
+
+@db_task(help={"json": "print one JSON document instead of a table",
+               "sql": "print a reviewable SQL script",
+               "write": "save the SQL as the next numbered file in sql/ with this description, e.g. add_clip_table",
+               "models": "compare these models instead of TextLoom's: package.module:attribute"})
+def diff(c, json=False, sql=False, write=None, models=None):
+    """Compare the models with the database; exit 1 when they differ."""
+    from db import drift
+
+    settings = settings_for(c)
+    metadata, source_schema = drift.load_metadata(models)
+    result = drift.plan(settings, metadata, source_schema=source_schema)
+
+    if write:
+        path = drift.next_file_path(write, settings.sql_dir)
+        if not result.changes:
+            report.echo(_("No differences: nothing to write."))
+            return
+        path.write_text(drift.render_file(result.changes, settings.schema), encoding="utf-8")
+        report.echo(_("Wrote {count} change(s) to {path}; review it, then run `invoke db.migrate`.",
+                      count=len(result.changes), path=path.relative_to(path.parent.parent)))
+    elif json:
+        report.json_document({"schema": settings.schema, "changes": result.changes,
+                              "not_comparable": result.not_comparable, "round_trips": result.round_trips})
+    elif sql:
+        report.echo(render_changes_sql(result.changes))
+    else:
+        report.changes(result.changes, result.not_comparable)
+        if not result.changes:
+            report.echo(_("No differences: schema {schema} matches the models.", schema=settings.schema))
+    if result.changes:
+        raise ProblemFound("differences found")
+
+
+def render_changes_sql(changes) -> str:
+    from db.diff import render_script
+
+    return render_script(changes)
 
 
 @db_task(help={"json": "print one JSON document instead of a table"})
 def history(c, json=False):
     """Show applied, pending and failed migrations with checksum state, who, when and how long."""
     settings = settings_for(c)
-    entries = migrations.describe_history(settings)
+    entries = migrations.describe_history(settings, settings.sql_dir)
     if json:
         report.json_document({"schema": settings.schema, "migrations": entries})
         return
@@ -217,7 +276,7 @@ def repair(c):
     from db import repair as repairing
 
     settings = settings_for(c)
-    result = repairing.repair(settings)
+    result = repairing.repair(settings, settings.sql_dir)
     for name in result.checksums_updated:
         report.echo(_("Recorded the new checksum of {file}.", file=name))
     for name in result.unfinished_removed:
@@ -235,6 +294,17 @@ def resolve(c, version):
     settings = settings_for(c)
     name = repairing.resolve(settings, _parse_version(version))
     report.echo(_("Marked {file} as applied.", file=name))
+
+
+@db_task(help={"version": "the last migration version the existing database already matches"})
+def baseline(c, version):
+    """Adopt a database created without history: check it matches VERSION, then record it."""
+    from db import baseline as baselining
+
+    settings = settings_for(c)
+    adopted = baselining.baseline(settings, _parse_version(version), settings.sql_dir)
+    report.echo(_("Schema {schema} matches the migrations up to {file}; recorded {count} as baselined.",
+                  schema=settings.schema, file=adopted[-1].name, count=len(adopted)))
 
 
 @db_task(help={"yes": "do not ask for confirmation (needed when stdin is not a terminal)"})
@@ -318,7 +388,7 @@ server.add_task(server_stop, "stop")
 server.add_task(server_status, "status")
 
 db = Collection("db")
-for _task in (schema, create, check, drop, reset, seed, migrate, history, repair, resolve, unlock):
+for _task in (schema, create, check, drop, reset, seed, migrate, diff, history, repair, resolve, baseline, unlock):
     db.add_task(_task)
 db.add_task(verify_, "verify")
 db.add_collection(server)

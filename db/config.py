@@ -11,12 +11,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from db.errors import ConfigError
 from db.i18n import _
 
 ENVIRONMENTS = ("development", "production")
+DEFAULT_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 # PostgreSQL truncates identifiers at 63 bytes; a longer schema name would silently differ.
 _SCHEMA_PATTERN = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
 
@@ -34,10 +36,16 @@ class Settings:
     lock_retries: int = 5
     migration_lock_ttl: float = 30.0
     service_url: str | None = None
+    migrations_dir: str = ""
 
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def sql_dir(self) -> Path:
+        """Folder of the numbered migration files: ``migrations_dir`` or the project's ``sql/``."""
+        return Path(self.migrations_dir) if self.migrations_dir else DEFAULT_SQL_DIR
 
 
 # setting name -> environment variable
@@ -51,6 +59,7 @@ ENV_KEYS = {
     "lock_retries": "TEXTLOOM_LOCK_RETRIES",
     "migration_lock_ttl": "TEXTLOOM_MIGRATION_LOCK_TTL",
     "service_url": "TEXTLOOM_SERVICE_URL",
+    "migrations_dir": "TEXTLOOM_MIGRATIONS_DIR",
 }
 
 

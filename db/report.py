@@ -57,6 +57,22 @@ def table_stats(stats: Iterable[Any]) -> None:
            for s in stats), [_("table"), _("status"), _("estimated rows"), _("size")])
 
 
+def changes(items: Sequence[Any], notes: Sequence[Any] = ()) -> None:
+    """Print diff changes as a table, then the objects that could not be compared."""
+    if items:
+        table(([c.kind, c.object, c.hazard, _short(c.model_value), _short(c.db_value)] for c in items),
+              [_("change"), _("object"), _("hazard"), _("model"), _("database")])
+    for note in notes:
+        notice(_("warning: {object} not compared: {reason}", object=note.object, reason=note.reason))
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(getattr(value, "name", value)) if hasattr(value, "__dataclass_fields__") else str(value)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
 def json_document(document: Any) -> None:
     echo(json.dumps(document, ensure_ascii=False, indent=2, default=_json_default))
 

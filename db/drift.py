@@ -1,0 +1,179 @@
+"""What remains between the models and the database after the files: plan it, apply the safe part.
+
+``db.diff`` shows the changes; ``db.migrate`` applies the additive ones that cannot hurt a
+running system (a new table, a new nullable column, an index built concurrently) and
+records each in the history with its SQL. Everything else waits for a person: it is
+listed with its SQL and hazard, and written to a numbered file with ``db.diff --write``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from db import history
+from db.config import Settings
+from db.connection import connect
+from db.diff import Change, ChangeKind, Hazard, quote, render_script
+from db.errors import MigrationError, UsageError
+from db.i18n import _
+from db.lock import MigrationLock
+from db.migrations import SQL_DIR, client_label, local_migrations, set_local_timeouts
+from db.schema_diff import DiffResult, compare
+from db.sqlfile import NO_TRANSACTION_DIRECTIVE
+
+log = logging.getLogger(__name__)
+
+# Changes db.migrate applies without review, when their hazard is also "safe".
+AUTO_KINDS = frozenset({ChangeKind.ADD_TABLE, ChangeKind.ADD_COLUMN, ChangeKind.ADD_INDEX})
+# Foreign keys of a new table come as separate changes; they are safe on an empty table.
+_NEW_TABLE_FK = ChangeKind.ADD_CONSTRAINT
+_DESCRIPTION = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+
+
+def plan(settings: Settings, metadata: Any, *, source_schema: str | None = None,
+         schema: str | None = None) -> DiffResult:
+    """Diff the models against the configured schema, leaving out the bookkeeping tables."""
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        return compare(conn, metadata, schema or settings.schema, source_schema=source_schema,
+                       exclude_tables=history.BOOKKEEPING_TABLES)
+
+
+def split_auto(changes: Sequence[Change]) -> tuple[list[Change], list[Change]]:
+    """Split changes into those db.migrate may apply by itself and those a person must review."""
+    new_tables = {c.object for c in changes if c.kind == ChangeKind.ADD_TABLE and c.hazard == Hazard.SAFE}
+    auto, review = [], []
+    for change in changes:
+        is_new_table_fk = change.kind == _NEW_TABLE_FK and change.object.split(".")[0] in new_tables
+        if change.hazard == Hazard.SAFE and (change.kind in AUTO_KINDS or is_new_table_fk):
+            auto.append(change)
+        else:
+            review.append(change)
+    return auto, review
+
+
+def apply_changes(settings: Settings, changes: Sequence[Change]) -> list[tuple[Change, int]]:
+    """Apply changes one by one, each recorded in the history with its SQL; return the timings."""
+    applied = []
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        for change in changes:
+            applied.append((change, _apply_change(conn, settings, change)))
+    return applied
+
+
+def _apply_change(conn: psycopg.Connection, settings: Settings, change: Change) -> int:
+    started = time.perf_counter()
+    sql_text = ";\n".join(change.sql) + ";"
+    name = f"{change.kind} {change.object}"
+    try:
+        if change.is_transactional:
+            with conn.transaction():
+                set_local_timeouts(conn, settings)
+                for statement in change.sql:
+                    conn.execute(statement)
+                elapsed = int((time.perf_counter() - started) * 1000)
+                history.insert_row(conn, settings.schema, version=None, name=name, kind=history.KIND_AUTO,
+                                   status=history.STATUS_APPLIED, sql_text=sql_text, client=client_label(),
+                                   execution_ms=elapsed)
+            return elapsed
+        for statement in change.sql:
+            conn.execute(statement)
+    except psycopg.Error as exc:
+        raise MigrationError(
+            _("applying {change} failed: {error}\n  {sql}", change=name, error=str(exc).strip(), sql=sql_text),
+            hint=_("fix the cause, or apply the change by hand, then run `invoke db.migrate` again")) from None
+    elapsed = int((time.perf_counter() - started) * 1000)
+    history.insert_row(conn, settings.schema, version=None, name=name, kind=history.KIND_AUTO,
+                       status=history.STATUS_APPLIED, sql_text=sql_text, client=client_label(), execution_ms=elapsed)
+    return elapsed
+
+
+def render_file(changes: Sequence[Change], schema: str) -> str:
+    """Render changes as a migration file that writes ``${schema}`` instead of the schema name."""
+    # NOTE: every quoted identifier equal to the schema name and followed by a dot is taken
+    # for the schema qualifier; a table named like the schema with a quoted column would be too.
+    qualifier = quote(schema) + "."
+    body = render_script(changes).replace(qualifier, "${schema}.")
+    if any(not change.is_transactional for change in changes if change.sql):
+        return NO_TRANSACTION_DIRECTIVE + "\n" + body
+    return body
+
+
+def next_file_path(description: str, sql_dir: Path = SQL_DIR) -> Path:
+    """Return the path of the next numbered migration file with the given description."""
+    if not _DESCRIPTION.match(description):
+        raise UsageError(_("invalid migration name {name!r}: use lower-case words joined by underscores, "
+                           "such as add_render_presets", name=description))
+    existing = local_migrations(sql_dir)
+    version = max((m.version for m in existing), default=0) + 1
+    return sql_dir / f"{version:04d}_{description}.sql"
+
+
+@dataclasses.dataclass
+class DriftOutcome:
+    """What the drift step of db.migrate applied and what it left for review."""
+
+    applied: list[tuple[Change, int]]
+    review: list[Change]
+    not_comparable: tuple
+
+
+def apply_drift(settings: Settings, metadata: Any, *, source_schema: str | None = None,
+                dry_run: bool = False, on_wait=None) -> DriftOutcome:
+    """Plan under the migration lock, apply the safe additive changes, return the rest."""
+    if dry_run:
+        result = plan(settings, metadata, source_schema=source_schema)
+        auto, review = split_auto(result.changes)
+        return DriftOutcome([(change, 0) for change in auto], review, result.not_comparable)
+
+    lock = MigrationLock(settings.database_url, settings.schema, ttl=settings.migration_lock_ttl,
+                         connect_timeout=settings.connect_timeout, on_wait=on_wait)
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        history.ensure_tables(conn, settings.schema)
+        lock.acquire(conn)
+    try:
+        # Planned only now, under the lock: another migrator may have just applied the same change.
+        result = plan(settings, metadata, source_schema=source_schema)
+        auto, review = split_auto(result.changes)
+        return DriftOutcome(apply_changes(settings, auto), review, result.not_comparable)
+    finally:
+        lock.release()
+
+
+def load_metadata(spec: str | None) -> tuple[Any, str | None]:
+    """Import ``package.module:attribute`` (a MetaData or a declarative base) and find its schema.
+
+    Without a spec, TextLoom's own models. The second value is the one schema the tables
+    name, which is mapped to the configured schema, or None when they name none.
+    """
+    if not spec:
+        from models import SCHEMA, metadata
+
+        return metadata, SCHEMA
+
+    module_name, _sep, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(_("invalid --models value {value!r}: expected package.module:attribute", value=spec),
+                         hint=_("for example --models myapp.models:Base.metadata"))
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(_("cannot load models from {value!r}: {error}", value=spec, error=exc),
+                         hint=_("check the module path and that it imports from the project folder")) from None
+
+    metadata = getattr(target, "metadata", target)
+    if not hasattr(metadata, "sorted_tables"):
+        raise UsageError(_("{value!r} is not a SQLAlchemy MetaData or declarative base", value=spec),
+                         hint=_("point --models at a MetaData object or a declarative base class"))
+    schemas = {table.schema for table in metadata.sorted_tables if table.schema}
+    return metadata, schemas.pop() if len(schemas) == 1 else None
