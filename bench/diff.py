@@ -15,6 +15,8 @@ Without a URL it starts an embedded server in a temporary folder and stops it at
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -22,9 +24,9 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from db import catalog, model_schema  # noqa: E402
 from db.connection import connect  # noqa: E402
@@ -32,27 +34,10 @@ from db.diff import diff_snapshots  # noqa: E402
 from db.embedded import EmbeddedServer  # noqa: E402
 from db.schema_diff import compare, count_round_trips  # noqa: E402
 
-SCHEMA = "bench_diff"
+from bench_models import SCHEMA, build_metadata  # noqa: E402
 
-
-def build_metadata(table_count: int) -> sa.MetaData:
-    metadata = sa.MetaData(schema=SCHEMA)
-    for number in range(table_count):
-        columns = [
-            sa.Column("id", UUID, primary_key=True, server_default=sa.text("gen_random_uuid()")),
-            sa.Column("name", sa.String(64), nullable=False, index=True),
-            sa.Column("title", sa.Text, server_default="untitled"),
-            sa.Column("amount", sa.Numeric(12, 2), nullable=False, server_default="0"),
-            sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
-            sa.Column("meta", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(),
-                      index=True),
-            sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-        ]
-        if number > 0:
-            columns.append(sa.Column("previous_id", UUID, sa.ForeignKey(f"{SCHEMA}.t{number - 1:04d}.id")))
-        sa.Table(f"t{number:04d}", metadata, *columns, comment=f"benchmark table {number}")
-    return metadata
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = BENCH_DIR.parent
 
 
 def create_schema(url: str, metadata: sa.MetaData) -> None:
@@ -118,6 +103,63 @@ def run(url: str, table_count: int, repeat: int) -> None:
 
     print(f"speed-up over MetaData.reflect:      {reflect / ours:6.1f}x")
     print(f"speed-up over alembic compare_metadata: {alembic / ours:6.1f}x")
+
+    ours_process, alembic_process = compare_processes(url, table_count)
+    print(f"whole process: invoke db.diff {ours_process:.2f} s, alembic check {alembic_process:.2f} s, "
+          f"speed-up {alembic_process / ours_process:.1f}x")
+
+
+ALEMBIC_ENV = """
+from alembic import context
+from sqlalchemy import create_engine
+
+from bench_models import SCHEMA, metadata
+
+engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+with engine.connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        include_schemas=True,
+        include_name=lambda name, type_, parents: type_ != "schema" or name == SCHEMA,
+        compare_server_default=True,
+        version_table_schema=SCHEMA,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+def compare_processes(url: str, table_count: int) -> tuple[float, float]:
+    """Time `invoke db.diff` and `alembic check` as whole processes on the same schema and models."""
+    with tempfile.TemporaryDirectory(prefix="textloom-alembic-") as folder:
+        root = Path(folder)
+        (root / "versions").mkdir()
+        (root / "env.py").write_text(ALEMBIC_ENV)
+        (root / "script.py.mako").write_text("")
+        sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+        (root / "alembic.ini").write_text(f"[alembic]\nscript_location = {root}\nsqlalchemy.url = {sa_url}\n")
+
+        env = {**os.environ, "DATABASE_URL": url, "TEXTLOOM_DB_SCHEMA": SCHEMA,
+               "TEXTLOOM_BENCH_TABLES": str(table_count), "PYTHONPATH": f"{PROJECT_DIR}:{BENCH_DIR}"}
+        ours = _time_process([sys.executable, "-m", "invoke", "db.diff", "--models", "bench_models:metadata"],
+                             env, PROJECT_DIR)
+        alembic = _time_process([sys.executable, "-m", "alembic", "-c", str(root / "alembic.ini"), "check"],
+                                env, PROJECT_DIR)
+    return ours, alembic
+
+
+def _time_process(command: list[str], env: dict[str, str], cwd: Path, repeat: int = 3) -> float:
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+        timings.append(time.perf_counter() - started)
+        if result.returncode != 0:
+            print(f"  {command[2]} exited with {result.returncode}: {result.stdout[-300:]}{result.stderr[-300:]}")
+    best = min(timings)
+    print(f"{' '.join(command[2:4]):<40} best {best:8.3f} s   ({repeat} runs)")
+    return best
 
 
 def main() -> None:
