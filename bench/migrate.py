@@ -156,8 +156,9 @@ def measure(url: str, count: int, repeat: int, workdir: Path, project: Path) -> 
     # catalogs and would otherwise count against whichever tool runs first.
     runner(repeat)
     psql(repeat)
-    times: dict[str, list[float]] = {"runner": [], "runner_noop": [], "psql": [], "yoyo": []}
+    times: dict[str, list[float]] = {"runner": [], "runner_noop": [], "runner_startup": [], "psql": [], "yoyo": []}
     for attempt in range(repeat):
+        times["runner_startup"].append(timed([sys.executable, "-c", "import db.migrations, db.config"], cwd=project))
         times["runner"].append(runner(attempt))
         times["psql"].append(psql(attempt))
         times["runner_noop"].append(runner_noop(attempt))
@@ -172,6 +173,7 @@ def report(figures: dict[str, float], count: int) -> bool:
     vs_yoyo = figures["yoyo"] / figures["runner"]
     print(f"{count} files, whole process, median seconds")
     print(f"  runner apply        {figures['runner']:7.2f} s")
+    print(f"    of which start-up {figures['runner_startup']:7.2f} s   (interpreter and imports)")
     print(f"  runner no-op rerun  {figures['runner_noop']:7.2f} s   target < {TARGET_NOOP_S} s")
     print(f"  psql baseline       {figures['psql']:7.2f} s")
     print(f"  yoyo apply          {figures['yoyo']:7.2f} s")

@@ -130,24 +130,45 @@ def insert_row(conn: psycopg.Connection, schema: str, *, version: int | None, na
                status: str, checksum: str | None = None, checksum_version: int | None = None,
                statement_count: int | None = None, statements_done: int | None = None,
                error: str | None = None, sql_text: str | None = None, client: str | None = None,
-               execution_ms: int = 0) -> int:
-    row = conn.execute(sql.SQL(
+               execution_ms: int = 0, commit: bool = False) -> int | None:
+    """Insert one row and return its id; with ``commit``, also commit the open transaction.
+
+    With ``commit`` the INSERT and the COMMIT travel in one round trip and no id is returned.
+    """
+    query = sql.SQL(
         "INSERT INTO {} (version, name, kind, status, checksum, checksum_version, statement_count, "
         "statements_done, error, sql, client, execution_ms) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
-    ).format(table(schema, HISTORY_TABLE)), (
-        version, name, kind, status, checksum, checksum_version, statement_count, statements_done,
-        error, sql_text, client, execution_ms,
-    )).fetchone()
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    ).format(table(schema, HISTORY_TABLE))
+    params = (version, name, kind, status, checksum, checksum_version, statement_count, statements_done,
+              error, sql_text, client, execution_ms)
+    if commit:
+        _execute_and_commit(conn, query, params)
+        return None
+    row = conn.execute(query + sql.SQL(" RETURNING id"), params).fetchone()
     return row[0]
 
 
+def _execute_and_commit(conn: psycopg.Connection, query: sql.Composable, params: tuple) -> None:
+    # Client-side binding lets the two commands go as one simple query, which creates no
+    # prepared statement. If the first fails, the server skips COMMIT and the caller rolls back.
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute(query + sql.SQL("; COMMIT"), params)
+
+
 def update_progress(conn: psycopg.Connection, schema: str, row_id: int, *, status: str,
-                    statements_done: int, error: str | None = None, execution_ms: int = 0) -> None:
-    conn.execute(sql.SQL(
+                    statements_done: int, error: str | None = None, execution_ms: int = 0,
+                    commit: bool = False) -> None:
+    """Update the progress of a row; with ``commit``, also commit the open transaction."""
+    query = sql.SQL(
         "UPDATE {} SET status = %s, statements_done = %s, error = %s, execution_ms = %s, "
         "applied_at = now() WHERE id = %s"
-    ).format(table(schema, HISTORY_TABLE)), (status, statements_done, error, execution_ms, row_id))
+    ).format(table(schema, HISTORY_TABLE))
+    params = (status, statements_done, error, execution_ms, row_id)
+    if commit:
+        _execute_and_commit(conn, query, params)
+        return
+    conn.execute(query, params)
 
 
 def update_checksum(conn: psycopg.Connection, schema: str, version: int, checksum: str, checksum_version: int) -> None:

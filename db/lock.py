@@ -29,6 +29,9 @@ from db.i18n import _
 
 log = logging.getLogger(__name__)
 
+# How long release() keeps trying when the server cannot be reached, in seconds.
+_RELEASE_RETRY_S = 5.0
+
 
 @dataclass(frozen=True)
 class LockHolder:
@@ -90,13 +93,25 @@ class MigrationLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.ttl)
-        try:
-            with connect(self.url, connect_timeout=self.connect_timeout) as conn:
-                conn.execute(sql.SQL("DELETE FROM {} WHERE owner = %s").format(table(self.schema, LOCK_TABLE)),
-                             (self.owner,))
-        except (DatabaseError, psycopg.Error) as exc:
-            # The lock expires by itself after ttl seconds, so this only delays the next run.
-            log.warning("could not release the migration lock, it expires in %.0f s: %s", self.ttl, exc)
+        # A run that failed because pgbouncer or the server restarted gets here while the
+        # restart may still be under way: retry briefly rather than leave the lease to expire.
+        deadline = time.monotonic() + min(self.ttl, _RELEASE_RETRY_S)
+        delay = 0.1
+        while True:
+            try:
+                with connect(self.url, connect_timeout=self.connect_timeout) as conn:
+                    conn.execute(sql.SQL("DELETE FROM {} WHERE owner = %s").format(table(self.schema, LOCK_TABLE)),
+                                 (self.owner,))
+                return
+            except (DatabaseError, psycopg.Error) as exc:
+                if time.monotonic() + delay < deadline:
+                    log.info("could not release the migration lock, retrying in %.1f s: %s", delay, exc)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                # The lock expires by itself after ttl seconds, so this only delays the next run.
+                log.warning("could not release the migration lock, it expires in %.0f s: %s", self.ttl, exc)
+                return
 
     def _try_acquire(self, conn: psycopg.Connection) -> tuple[bool, LockHolder | None]:
         """Insert or take over an expired lock row; when busy, also return the holder."""

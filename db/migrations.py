@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from db import history
 from db.config import Settings
@@ -173,19 +174,15 @@ def _apply_transactional(conn: psycopg.Connection, settings: Settings, migration
     attempt = 0
     while True:
         started = time.perf_counter()
+        begin_with_timeouts(conn, settings)
         try:
-            with conn.transaction():
-                set_local_timeouts(conn, settings)
-                for statement in parsed.statements:
-                    _execute(conn, statement, migration)
-                elapsed_ms = _elapsed_ms(started)
-                history.insert_row(
-                    conn, settings.schema, version=migration.version, name=migration.name,
-                    kind=history.KIND_FILE, status=history.STATUS_APPLIED, checksum=migration.checksum,
-                    checksum_version=CHECKSUM_VERSION, statement_count=len(parsed.statements),
-                    statements_done=len(parsed.statements), client=client_label(), execution_ms=elapsed_ms)
+            for statement in parsed.statements:
+                _execute(conn, statement, migration)
+            elapsed_ms = _elapsed_ms(started)
+            _record_and_commit(conn, settings, migration, len(parsed.statements), elapsed_ms)
             return elapsed_ms
         except _StatementFailed as failure:
+            rollback_open_transaction(conn)
             if failure.is_lock_timeout and attempt < settings.lock_retries:
                 attempt += 1
                 delay = backoff(attempt)
@@ -193,6 +190,35 @@ def _apply_transactional(conn: psycopg.Connection, settings: Settings, migration
                 time.sleep(delay)
                 continue
             raise failure.to_error(_("nothing of this file was applied")) from None
+        except BaseException:
+            rollback_open_transaction(conn)
+            raise
+
+
+def _record_and_commit(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
+                       statement_count: int, elapsed_ms: int) -> None:
+    """Insert the success row and commit in one round trip.
+
+    COMMIT can fail on its own, for example on a deferred constraint of the file.
+    """
+    try:
+        history.insert_row(
+            conn, settings.schema, version=migration.version, name=migration.name,
+            kind=history.KIND_FILE, status=history.STATUS_APPLIED, checksum=migration.checksum,
+            checksum_version=CHECKSUM_VERSION, statement_count=statement_count,
+            statements_done=statement_count, client=client_label(), execution_ms=elapsed_ms, commit=True)
+    except psycopg.Error as exc:
+        if is_connection_lost(exc):
+            hint = _("the connection to the server was lost; check the server or pgbouncer, then run "
+                     "`invoke db.migrate` again")
+        else:
+            hint = _("fix the file so that its transaction can commit, then run `invoke db.migrate` again")
+        raise MigrationError(
+            _("{file}: recording the file in the history and committing failed: {error} "
+              "(nothing of this file was applied unless the commit reached the server; "
+              "`invoke db.history` shows which)",
+              file=migration.name, error=(exc.diag.message_primary or str(exc)).strip()),
+            hint=hint) from None
 
 
 def _apply_statement_by_statement(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
@@ -213,8 +239,8 @@ def _apply_statement_by_statement(conn: psycopg.Connection, settings: Settings, 
                        done=done, total=total, number=done + 1) if done else _("no statement of this file was applied")
             invalid = invalid_indexes(settings)
             if invalid:
-                detail += "; " + _("invalid indexes left behind: {names}; drop them with DROP INDEX CONCURRENTLY "
-                                   "before running the file again", names=", ".join(invalid))
+                detail = _("{detail}; invalid indexes left behind: {names}; drop them with DROP INDEX "
+                           "CONCURRENTLY before running the file again", detail=detail, names=", ".join(invalid))
             raise failure.to_error(detail) from None
 
     elapsed_ms = _elapsed_ms(started)
@@ -236,11 +262,14 @@ def _run_with_retries(conn: psycopg.Connection, settings: Settings, migration: L
                 history.update_progress(conn, settings.schema, row_id, status=history.STATUS_RUNNING,
                                         statements_done=done)
             else:
-                with conn.transaction():
-                    set_local_timeouts(conn, settings)
+                begin_with_timeouts(conn, settings)
+                try:
                     _execute(conn, statement, migration)
                     history.update_progress(conn, settings.schema, row_id, status=history.STATUS_RUNNING,
-                                            statements_done=done)
+                                            statements_done=done, commit=True)
+                except BaseException:
+                    rollback_open_transaction(conn)
+                    raise
             return
         except _StatementFailed as failure:
             if failure.is_lock_timeout and not statement.needs_no_transaction and attempt < settings.lock_retries:
@@ -283,6 +312,31 @@ def set_local_timeouts(conn: psycopg.Connection, settings: Settings) -> None:
         (f"{int(settings.lock_timeout * 1000)}ms", f"{int(settings.statement_timeout * 1000)}ms"))
 
 
+def begin_with_timeouts(conn: psycopg.Connection, settings: Settings) -> None:
+    """Open a transaction and set its lock and statement timeouts in one round trip.
+
+    The caller ends it: a history write with ``commit=True``, or
+    ``rollback_open_transaction``. Client-side binding sends both commands as one simple
+    query, which creates no prepared statement.
+    """
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute(
+            "BEGIN; SELECT pg_catalog.set_config('lock_timeout', %s, true), "
+            "pg_catalog.set_config('statement_timeout', %s, true)",
+            (f"{int(settings.lock_timeout * 1000)}ms", f"{int(settings.statement_timeout * 1000)}ms"))
+
+
+def rollback_open_transaction(conn: psycopg.Connection) -> None:
+    """Roll back the transaction of ``begin_with_timeouts`` if it is still open."""
+    if conn.closed or conn.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        conn.rollback()
+    except psycopg.Error as exc:
+        # A broken connection has no transaction left on the server.
+        log.debug("rollback failed: %s", exc)
+
+
 def backoff(attempt: int) -> float:
     return min(0.5 * 2 ** (attempt - 1), _BACKOFF_CAP_S)
 
@@ -295,7 +349,7 @@ class _StatementFailed(Exception):
         self.migration = migration
         self.statement = statement
         self.is_lock_timeout = isinstance(exc, pg_errors.LockNotAvailable)
-        self.is_connection_lost = isinstance(exc, psycopg.OperationalError)
+        self.is_connection_lost = is_connection_lost(exc)
         diag = exc.diag
         self.server_message = (diag.message_primary or str(exc)).strip()
         self.line = statement.line + _line_offset(statement.text, diag.statement_position)
@@ -317,6 +371,19 @@ class _StatementFailed(Exception):
               file=self.migration.name, line=self.line, number=self.statement.index, error=self.server_message,
               detail=detail, statement=excerpt),
             hint=hint)
+
+
+def is_connection_lost(exc: psycopg.Error) -> bool:
+    """Tell a lost connection from a server error; both can be OperationalError.
+
+    psycopg maps SQLSTATE classes 55 (lock_not_available) and 57 (query_canceled) to
+    OperationalError too, so the class alone cannot tell them apart.
+    """
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    # No SQLSTATE: libpq reported the failure itself (socket closed, server gone).
+    return state is None or state.startswith("08") or state.startswith("57P")
 
 
 def _execute(conn: psycopg.Connection, statement: Statement, migration: LocalMigration) -> None:

@@ -25,8 +25,9 @@ from db.i18n import _
 from db.lock import current_holder
 from db.migrations import pending_migrations
 
-MIN_SERVER_VERSION = 140000  # BEGIN ATOMIC function bodies and reltuples = -1 need 14
-MIN_SERVER_LABEL = "14"
+# The catalog query reads pg_index.indnullsnotdistinct, which PostgreSQL 15 introduced.
+MIN_SERVER_VERSION = 150000
+MIN_SERVER_LABEL = "15"
 # The newest major version the test suite runs against; newer ones get a warning.
 MAX_TESTED_VERSION = 18
 TRIGGER_FUNCTION = "set_updated_at"
@@ -130,7 +131,9 @@ def _describe_route(conn: psycopg.Connection) -> str:
     if login_pid != server_pid:
         return _("through a connection pooler such as pgbouncer (the login process id {login} differs from "
                  "the server process id {server})", login=login_pid, server=server_pid)
-    return _("direct to the server (port {port})", port=server_port if server_port is not None else "unix socket")
+    if server_port is None:
+        return _("direct to the server (unix socket)")
+    return _("direct to the server (port {port})", port=server_port)
 
 
 @_guard_connection("server version")

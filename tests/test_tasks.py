@@ -82,8 +82,11 @@ def test_check_and_verify_healthy(env):
 
     verify = invoke("db.verify", env=env)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "failed" not in verify.stdout
     assert_no_password(verify)
+
+    document = json.loads(invoke("db.verify", "--json", env=env).stdout)
+    assert document["healthy"] is True
+    assert {c["status"] for c in document["checks"]} <= {"ok", "skipped"}
 
 
 def test_check_json_is_one_document(env):

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from tests.test_tasks import invoke
+from test_tasks import invoke
 
 CHANGED_MODELS = textwrap.dedent('''
     """TextLoom's models plus one nullable column and one new index, as a developer would edit them."""
@@ -33,7 +33,7 @@ HAZARDOUS_MODELS = textwrap.dedent('''
 @pytest.fixture
 def workflow_env(db_url, schema, tmp_path):
     """Environment with a private migrations folder holding a copy of sql/, and the edited models."""
-    from tests.test_tasks import ROOT
+    from test_tasks import ROOT
 
     sql_dir = tmp_path / "sql"
     sql_dir.mkdir()
