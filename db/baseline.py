@@ -21,7 +21,7 @@ from db.diff import Change, diff_snapshots
 from db.errors import MigrationError, UsageError
 from db.i18n import _
 from db.lock import MigrationLock
-from db.migrations import SQL_DIR, LocalMigration, client_label, local_migrations, placeholders
+from db.migrations import SQL_DIR, LocalMigration, client_label, execute_statement, local_migrations, placeholders
 from db.snapshot import SchemaSnapshot
 from db.sqlfile import CHECKSUM_VERSION, read_sql_file
 
@@ -45,8 +45,7 @@ def baseline(settings: Settings, version: int, sql_dir=SQL_DIR) -> list[LocalMig
                                schema=settings.schema, count=len(recorded)),
                              hint=_("baseline only adopts a database without history; use `invoke db.migrate`"))
 
-        lock = MigrationLock(settings.database_url, settings.schema, ttl=settings.migration_lock_ttl,
-                             connect_timeout=settings.connect_timeout)
+        lock = MigrationLock.for_settings(settings)
         lock.acquire(conn)
         try:
             expected = _expected_snapshot(conn, settings.schema, targets)
@@ -90,11 +89,7 @@ def _replay(conn: psycopg.Connection, migration: LocalMigration, values: dict[st
                   file=migration.name, kind=statement.tag),
                 hint=_("baseline at an earlier version, then apply the later files with `invoke db.migrate`"))
         try:
-            if statement.copy_data is not None:
-                with conn.cursor() as cur, cur.copy(statement.text) as copy:
-                    copy.write(statement.copy_data)
-            else:
-                conn.execute(statement.text)
+            execute_statement(conn, statement)
         except psycopg.Error as exc:
             raise MigrationError(_("{file}, line {line}: replaying the file failed: {error}", file=migration.name,
                                    line=statement.line, error=str(exc).strip()),

@@ -35,6 +35,7 @@ class Settings:
     statement_timeout: float = 0.0
     lock_retries: int = 5
     migration_lock_ttl: float = 30.0
+    lock_wait_timeout: float = 600.0
     service_url: str | None = None
     migrations_dir: str = ""
 
@@ -58,6 +59,7 @@ ENV_KEYS = {
     "statement_timeout": "TEXTLOOM_STATEMENT_TIMEOUT",
     "lock_retries": "TEXTLOOM_LOCK_RETRIES",
     "migration_lock_ttl": "TEXTLOOM_MIGRATION_LOCK_TTL",
+    "lock_wait_timeout": "TEXTLOOM_LOCK_WAIT_TIMEOUT",
     "service_url": "TEXTLOOM_SERVICE_URL",
     "migrations_dir": "TEXTLOOM_MIGRATIONS_DIR",
 }

@@ -134,8 +134,7 @@ def apply_drift(settings: Settings, metadata: Any, *, source_schema: str | None 
         auto, review = split_auto(result.changes)
         return DriftOutcome([(change, 0) for change in auto], review, result.not_comparable)
 
-    lock = MigrationLock(settings.database_url, settings.schema, ttl=settings.migration_lock_ttl,
-                         connect_timeout=settings.connect_timeout, on_wait=on_wait)
+    lock = MigrationLock.for_settings(settings, on_wait=on_wait)
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
         history.ensure_tables(conn, settings.schema)
         lock.acquire(conn)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from db.config import Settings
 from db.connection import connect
 from db.errors import DatabaseError, MigrationError
 from db.history import LOCK_TABLE, table
@@ -59,6 +60,13 @@ class MigrationLock:
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, on_wait: Callable[[LockHolder], None] | None = None) -> MigrationLock:
+        """The lock of the configured schema, with the configured expiry and wait times."""
+        return cls(settings.database_url, settings.schema, ttl=settings.migration_lock_ttl,
+                   wait_timeout=settings.lock_wait_timeout, connect_timeout=settings.connect_timeout,
+                   on_wait=on_wait)
 
     def acquire(self, conn: psycopg.Connection) -> None:
         """Take the lock, waiting while another live migrator holds it."""

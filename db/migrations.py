@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from db import history
-from db.config import Settings
+from db.config import DEFAULT_SQL_DIR, Settings
 from db.connection import connect
 from db.errors import DatabaseError, MigrationError
 from db.history import HistoryRow
@@ -33,7 +33,7 @@ from db.sqlfile import CHECKSUM_VERSION, SqlFile, Statement, checksum, discover,
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = DEFAULT_SQL_DIR
 _BACKOFF_CAP_S = 8.0
 
 
@@ -386,13 +386,18 @@ def is_connection_lost(exc: psycopg.Error) -> bool:
     return state is None or state.startswith("08") or state.startswith("57P")
 
 
+def execute_statement(conn: psycopg.Connection, statement: Statement) -> None:
+    """Run one statement, feeding its data through COPY when it has a data block."""
+    if statement.copy_data is not None:
+        with conn.cursor() as cur, cur.copy(statement.text) as copy:
+            copy.write(statement.copy_data)
+    else:
+        conn.execute(statement.text)
+
+
 def _execute(conn: psycopg.Connection, statement: Statement, migration: LocalMigration) -> None:
     try:
-        if statement.copy_data is not None:
-            with conn.cursor() as cur, cur.copy(statement.text) as copy:
-                copy.write(statement.copy_data)
-        else:
-            conn.execute(statement.text)
+        execute_statement(conn, statement)
     except psycopg.Error as exc:
         raise _StatementFailed(migration, statement, exc) from exc
 
@@ -435,8 +440,7 @@ def run_migrations(settings: Settings, *, sql_dir: Path = SQL_DIR, dry_run: bool
             return RunResult(pending=plan.pending, dry_run=True)
 
         history.ensure_tables(conn, settings.schema)
-        lock = MigrationLock(settings.database_url, settings.schema, ttl=settings.migration_lock_ttl,
-                             connect_timeout=settings.connect_timeout, on_wait=progress.waiting)
+        lock = MigrationLock.for_settings(settings, on_wait=progress.waiting)
         lock.acquire(conn)
         try:
             return _apply_pending(conn, settings, local, lock, allow_out_of_order, progress)
