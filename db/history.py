@@ -149,6 +149,22 @@ def insert_row(conn: psycopg.Connection, schema: str, *, version: int | None, na
     return row[0]
 
 
+def insert_statement(schema: str, *, version: int | None, name: str, kind: str, status: str,
+                     checksum: str | None, checksum_version: int | None, statement_count: int,
+                     client: str | None) -> sql.Composed:
+    """An INSERT of a finished row with its values inlined, to append to a larger script.
+
+    Its execution time is measured by the server: from the arrival of the query message
+    that carries the script (``statement_timestamp()``) to the INSERT itself.
+    """
+    values = [version, name, kind, status, checksum, checksum_version, statement_count, statement_count, client]
+    return sql.SQL(
+        "INSERT INTO {} (version, name, kind, status, checksum, checksum_version, statement_count, "
+        "statements_done, client, execution_ms) VALUES ({}, "
+        "(extract(epoch FROM pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::integer)"
+    ).format(table(schema, HISTORY_TABLE), sql.SQL(", ").join(sql.Literal(v) for v in values))
+
+
 def _execute_and_commit(conn: psycopg.Connection, query: sql.Composable, params: tuple) -> None:
     # Client-side binding lets the two commands go as one simple query, which creates no
     # prepared statement. If the first fails, the server skips COMMIT and the caller rolls back.

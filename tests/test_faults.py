@@ -166,7 +166,8 @@ def test_pgbouncer_restart_mid_run(tmp_path, tmp_path_factory, db_url, conn, sch
         env = suite_env(bouncer.url, schema)
         process = start_migrator(tmp_path, folder, env)
         deadline = time.monotonic() + 30
-        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(3)%%'"
+        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%SELECT pg_sleep(3)%%' "
+                               "AND pid <> pg_backend_pid()"
                                ).fetchone()[0]:
             assert time.monotonic() < deadline, process.communicate()
             time.sleep(0.05)
