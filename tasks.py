@@ -79,7 +79,7 @@ def _require_destructive_ok(c: Context, settings: Settings, action: str, yes: bo
         raise UsageError(_("refusing to {action} without confirmation: stdin is not a terminal", action=action),
                          hint=_("add --yes to confirm in scripts and CI"))
     dbname = maintenance.database_name(settings)
-    answer = input(_("This will {action} schema {schema} in database {dbname} ({url}).\n"
+    answer = input(_("This will {action} in schema {schema} of database {dbname} ({url}).\n"
                      "Type the database name to confirm: ", action=action, schema=settings.schema,
                      dbname=dbname, url=mask_url(settings.database_url)))
     if answer.strip() != dbname:
@@ -112,7 +112,7 @@ def create(c, allow_out_of_order=False):
     result = migrations.run_migrations(settings, sql_dir=settings.sql_dir, allow_out_of_order=allow_out_of_order,
                                        progress=ConsoleProgress())
     if not result.applied:
-        report.echo(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
+        report.notice(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
 
 
 @db_task(help={"json": "print one JSON document instead of a table"})
@@ -153,11 +153,11 @@ def verify_(c, json=False, strict=False):
 @db_task(help={"yes": "do not ask for confirmation (needed when stdin is not a terminal)",
                "allow_production": "allow this in production (TEXTLOOM_ENV=production)"})
 def drop(c, yes=False, allow_production=False):
-    """Drop the suite's tables, functions and history (asks first)."""
+    """Drop every object in the suite's schema: tables, functions, types, history (asks first)."""
     settings = settings_for(c)
     _require_destructive_ok(c, settings, _("drop every table"), yes, allow_production)
-    dropped = maintenance.drop_suite(settings, _table_names())
-    report.echo(_("Dropped {count} tables from schema {schema}.", count=len(dropped), schema=settings.schema))
+    dropped = maintenance.drop_suite(settings)
+    report.echo(_("Dropped {count} objects from schema {schema}.", count=len(dropped), schema=settings.schema))
 
 
 @db_task(help={"yes": "do not ask for confirmation (needed when stdin is not a terminal)",
@@ -166,8 +166,8 @@ def reset(c, yes=False, allow_production=False):
     """Drop everything, then create it again (asks first)."""
     settings = settings_for(c)
     _require_destructive_ok(c, settings, _("drop and re-create every table"), yes, allow_production)
-    dropped = maintenance.drop_suite(settings, _table_names())
-    report.echo(_("Dropped {count} tables from schema {schema}.", count=len(dropped), schema=settings.schema))
+    dropped = maintenance.drop_suite(settings)
+    report.echo(_("Dropped {count} objects from schema {schema}.", count=len(dropped), schema=settings.schema))
     migrations.run_migrations(settings, sql_dir=settings.sql_dir, progress=ConsoleProgress())
 
 
@@ -197,19 +197,23 @@ def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=No
     for migration in result.pending if dry_run else ():
         report.echo(_("Would apply {file}", file=migration.name))
     if no_auto:
+        if not result.pending:
+            report.notice(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
         return
     if dry_run and result.pending:
-        report.echo(_("The comparison with the models runs after the pending files; it is not shown in a dry run."))
+        report.notice(_("The comparison with the models runs after the pending files; it is not shown in a dry run."))
         return
 
     metadata, source_schema = drift.load_metadata(models)
     outcome = drift.apply_drift(settings, metadata, source_schema=source_schema, dry_run=dry_run,
                                 on_wait=progress.waiting)
     for change, elapsed_ms in outcome.applied:
-        report.echo(_("Would apply {change}", change=f"{change.kind} {change.object}") if dry_run
-                    else _("Applied {change} in {ms} ms", change=f"{change.kind} {change.object}", ms=elapsed_ms))
+        if dry_run:
+            report.echo(_("Would apply {change}", change=f"{change.kind} {change.object}"))
+        else:
+            report.notice(_("Applied {change} in {ms} ms", change=f"{change.kind} {change.object}", ms=elapsed_ms))
     if not (result.pending or outcome.applied or outcome.review):
-        report.echo(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
+        report.notice(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
     if outcome.review:
         report.echo(_("{count} difference(s) need review and were not applied:", count=len(outcome.review)))
         report.echo(render_changes_sql(outcome.review))
@@ -268,6 +272,9 @@ def history(c, json=False):
                   for e in entries),
                  [_("version"), _("name"), _("status"), _("checksum"), _("applied by"), _("applied at"),
                   _("duration")])
+    for entry in entries:
+        if entry.error:
+            report.echo(_("{name} stopped with an error: {error}", name=entry.name, error=entry.error))
 
 
 @db_task

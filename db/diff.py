@@ -18,7 +18,7 @@ import logging
 import re
 from decimal import Decimal
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from db.i18n import _
 from db.snapshot import (
@@ -256,7 +256,7 @@ def _add_table(context: _Context, table: Table) -> list[Change]:
     if table.primary_key is not None:
         definitions.append(_primary_key_clause(table.primary_key))
     definitions += [_unique_clause(unique) for unique in table.unique_constraints]
-    definitions += [f"CONSTRAINT {quote(check.name)} CHECK {_parenthesised(check.expression)}"
+    definitions += [f"CONSTRAINT {quote(check.name)} CHECK {_parenthesised(check.source or check.expression)}"
                     for check in table.check_constraints]
     statements = [f"CREATE TABLE {context.table(table.name)} (\n    " + ",\n    ".join(definitions) + "\n)"]
 
@@ -585,9 +585,8 @@ class _ConstraintRules:
 
 
 def _constraint_definition(constraint: object) -> object:
-    values = dict(vars(constraint))
-    values.pop("name")
-    return tuple(sorted(values.items()))
+    # Every compared field but the name; fields declared with compare=False (DDL sources) are left out.
+    return tuple((f.name, getattr(constraint, f.name)) for f in fields(constraint) if f.compare and f.name != "name")
 
 
 def _add_unique(context: _Context, table: str, unique: UniqueConstraint) -> tuple[tuple[str, ...], bool]:
@@ -604,7 +603,7 @@ def _add_unique(context: _Context, table: str, unique: UniqueConstraint) -> tupl
 def _add_check(context: _Context, table: str, check: CheckConstraint) -> tuple[tuple[str, ...], bool]:
     return (
         f"ALTER TABLE {context.table(table)} ADD CONSTRAINT {quote(check.name)} CHECK "
-        f"{_parenthesised(check.expression)} NOT VALID",
+        f"{_parenthesised(check.source or check.expression)} NOT VALID",
         f"ALTER TABLE {context.table(table)} VALIDATE CONSTRAINT {quote(check.name)}",
     ), True
 
@@ -652,7 +651,7 @@ def _compare_constraints(context: _Context, table: str, model_items: Sequence, d
         statements, is_transactional = rules.add(context, table, model_item)
         changes.append(Change(ChangeKind.ALTER_CONSTRAINT, f"{table}.{name}", model_item, db_item,
                               Hazard.NEEDS_REVIEW, (f"{drop} {quote(name)}", *statements), is_transactional,
-                              detail=_("the constraint is missing between the drop and the new one's validation")))
+                              detail=_("the old constraint is dropped first, so nothing enforces it until the new one is validated")))
     return changes
 
 
@@ -806,7 +805,7 @@ def _create_index(context: _Context, table: str, index: Index, *, concurrently: 
     if index.nulls_not_distinct:
         parts.append("NULLS NOT DISTINCT")
     if index.predicate:
-        parts.append(f"WHERE {index.predicate}")
+        parts.append(f"WHERE {index.predicate_source or index.predicate}")
     return " ".join(parts)
 
 
@@ -826,15 +825,21 @@ def _index_key(key: IndexKey) -> str:
 # -- script ----------------------------------------------------------------------------
 
 
-def render_script(changes: Iterable[Change]) -> str:
+def render_script(changes: Iterable[Change], *, no_transaction_directive: str | None = None) -> str:
     """Render changes as a SQL script for review.
 
     Hazardous changes (see :attr:`Hazard.is_hazardous`) are commented out with their
-    hazard, so running the script as it is applies only the safe ones.
+    hazard, so running the script as it is applies only the safe ones. With
+    ``no_transaction_directive``, the script is a migration file that starts with that
+    directive, so the runner commits each statement on its own.
     """
     changes = list(changes)
     lines = [_("-- Schema changes planned by TextLoom: {count} change(s).", count=len(changes))]
-    if any(not change.is_transactional and change.sql for change in changes):
+    if no_transaction_directive:
+        lines.insert(0, no_transaction_directive)
+        lines.append(_("-- The first line makes the runner commit each statement on its own, so no lock is "
+                       "held longer than one statement and concurrent builds can run."))
+    elif any(not change.is_transactional and change.sql for change in changes):
         lines.append(_("-- Statements marked 'no transaction' cannot run inside a transaction block: run this "
                        "script in autocommit mode (psql without --single-transaction)."))
     if any(change.hazard.is_hazardous and change.sql for change in changes):

@@ -97,14 +97,18 @@ def _apply_change(conn: psycopg.Connection, settings: Settings, change: Change) 
 
 
 def render_file(changes: Sequence[Change], schema: str) -> str:
-    """Render changes as a migration file that writes ``${schema}`` instead of the schema name."""
+    """Render changes as a migration file that writes ``${schema}`` instead of the schema name.
+
+    The file opts out of the single transaction when a statement cannot run in one, or
+    when a constraint is added NOT VALID and validated later: in one transaction the lock
+    taken by the first statement would be held through the whole validation scan.
+    """
+    needs_steps = any(not change.is_transactional or any("VALIDATE CONSTRAINT" in s for s in change.sql)
+                      for change in changes if change.sql)
+    script = render_script(changes, no_transaction_directive=NO_TRANSACTION_DIRECTIVE if needs_steps else None)
     # NOTE: every quoted identifier equal to the schema name and followed by a dot is taken
-    # for the schema qualifier; a table named like the schema with a quoted column would be too.
-    qualifier = quote(schema) + "."
-    body = render_script(changes).replace(qualifier, "${schema}.")
-    if any(not change.is_transactional for change in changes if change.sql):
-        return NO_TRANSACTION_DIRECTIVE + "\n" + body
-    return body
+    # for the schema qualifier, so a table named like the schema with a quoted column would be too.
+    return script.replace(quote(schema) + ".", "${schema}.")
 
 
 def next_file_path(description: str, sql_dir: Path = SQL_DIR) -> Path:

@@ -101,7 +101,12 @@ def ensure_tables(conn: psycopg.Connection, schema: str) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))",
                      (f"textloom-bookkeeping:{schema}",))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        # CREATE SCHEMA IF NOT EXISTS checks the database's CREATE privilege even when the
+        # schema exists, which a schema owner without that privilege lacks.
+        exists = conn.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)",
+                              (schema,)).fetchone()[0]
+        if not exists:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL(_CREATE_HISTORY).format(table=table(schema, HISTORY_TABLE)))
         conn.execute(sql.SQL(_CREATE_HISTORY_INDEX).format(
             index=sql.Identifier(HISTORY_TABLE + "_version_key"), table=table(schema, HISTORY_TABLE)))

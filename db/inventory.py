@@ -68,3 +68,53 @@ def server_version(conn: psycopg.Connection) -> tuple[int, str]:
     """Return ``server_version_num`` and the human-readable version string."""
     row = conn.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version')").fetchone()
     return row[0], row[1]
+
+
+# Objects of one schema in the order to drop them, each name already quoted (regclass,
+# regprocedure and regtype casts quote and qualify). Left out: objects an extension
+# owns (the extension drops them), partitions (they go with their parent), sequences
+# owned by a column (they go with their table), and the row types of tables and the
+# array types (they go with what they belong to).
+_SCHEMA_OBJECTS = """
+WITH target AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s),
+members AS (SELECT classid, objid FROM pg_catalog.pg_depend WHERE deptype = 'e')
+SELECT kind, pg_catalog.array_agg(name ORDER BY name)
+FROM (
+    SELECT CASE c.relkind WHEN 'v' THEN 1 WHEN 'm' THEN 2 WHEN 'f' THEN 3 WHEN 'S' THEN 5 ELSE 4 END AS step,
+           CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE'
+                          WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind,
+           c.oid::pg_catalog.regclass::text AS name
+    FROM pg_catalog.pg_class c
+    WHERE c.relnamespace = (SELECT oid FROM target)
+      AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+      AND NOT c.relispartition
+      AND NOT EXISTS (SELECT 1 FROM members m
+                      WHERE m.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND m.objid = c.oid)
+      AND NOT (c.relkind = 'S' AND EXISTS (
+          SELECT 1 FROM pg_catalog.pg_depend d
+          WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+            AND d.deptype IN ('a', 'i')))
+    UNION ALL
+    SELECT 6, CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,
+           p.oid::pg_catalog.regprocedure::text
+    FROM pg_catalog.pg_proc p
+    WHERE p.pronamespace = (SELECT oid FROM target)
+      AND NOT EXISTS (SELECT 1 FROM members m
+                      WHERE m.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND m.objid = p.oid)
+    UNION ALL
+    SELECT 7, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::pg_catalog.regtype::text
+    FROM pg_catalog.pg_type t
+    WHERE t.typnamespace = (SELECT oid FROM target)
+      AND t.typtype IN ('e', 'd', 'r', 'c', 'm')
+      AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_catalog.pg_class WHERE oid = t.typrelid) = 'c')
+      AND NOT EXISTS (SELECT 1 FROM members m
+                      WHERE m.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND m.objid = t.oid)
+) AS objects
+GROUP BY step, kind
+ORDER BY step, kind
+"""
+
+
+def schema_objects(conn: psycopg.Connection, schema: str) -> list[tuple[str, list[str]]]:
+    """Return (kind, quoted names) pairs for every droppable object of ``schema``, dependants first."""
+    return [(kind, names) for kind, names in conn.execute(_SCHEMA_OBJECTS, {"schema": schema})]

@@ -21,40 +21,40 @@ from db.sqlfile import split_sql
 log = logging.getLogger(__name__)
 
 SEED_FILE = Path(__file__).resolve().parent.parent / "sql" / "seed" / "dev_seed.sql"
-# Functions the migrations create besides the tables; dropped with them.
-SUITE_FUNCTIONS = ("set_updated_at",)
 
 
 def create_schema(settings: Settings) -> bool:
     """Create the configured schema; return False when it already existed."""
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
-        existed = conn.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)",
-                               (settings.schema,)).fetchone()[0]
+        if inventory.schema_exists(conn, settings.schema):
+            return False
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(settings.schema)))
-        return not existed
+        return True
 
 
-def drop_suite(settings: Settings, table_names: Sequence[str]) -> list[str]:
-    """Drop the tables (children first), the suite's functions and the bookkeeping tables.
+def drop_suite(settings: Settings) -> list[str]:
+    """Drop every object of the suite's schema: views, tables, sequences, functions, types.
 
-    Everything goes in one transaction, so a failure (a lock timeout, say) leaves the
-    database as it was. Returns the names of the objects that existed and were dropped.
+    The schema belongs to the suite, so this covers tables that later migrations added as
+    well as the eight core tables and the bookkeeping. Each kind goes in one DROP of many
+    names, which lets PostgreSQL order the dependencies inside it; kinds go dependants
+    first. Without CASCADE, an object outside the schema that depends on one of these
+    stops the drop. Everything runs in one transaction, so a failure (a lock timeout, say)
+    leaves the database as it was. Returns what was dropped, as "kind name".
     """
     dropped = []
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
         try:
             with conn.transaction():
                 set_local_timeouts(conn, settings)
-                for name in [*reversed(table_names), *history.BOOKKEEPING_TABLES]:
-                    if _exists(conn, settings.schema, name):
-                        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(settings.schema, name)))
-                        dropped.append(name)
-                for function in SUITE_FUNCTIONS:
-                    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(
-                        sql.Identifier(settings.schema, function)))
+                for kind, names in inventory.schema_objects(conn, settings.schema):
+                    conn.execute(sql.SQL("DROP {} {}").format(
+                        sql.SQL(kind), sql.SQL(", ").join(sql.SQL(name) for name in names)))
+                    dropped += [f"{kind.lower()} {name}" for name in names]
         except psycopg.Error as exc:
             raise DatabaseError(_("drop failed, nothing was dropped: {error}", error=str(exc).strip()),
-                                hint=_("another session may be using the tables; retry when it is done")) from None
+                                hint=_("another session may be using the tables, or an object outside the "
+                                       "schema depends on them; the message names it")) from None
     return dropped
 
 

@@ -51,14 +51,27 @@ class LocalMigration:
         return self.path.name
 
 
+# Kinds of inconsistency between the files and the history; each has its own hint.
+UNFINISHED = "unfinished"
+CHANGED = "changed"
+MISSING = "missing"
+OUT_OF_ORDER = "out_of_order"
+
+
 @dataclass
 class Plan:
-    """What a run found: the files on disk, the history, and the files still to apply."""
+    """The result of comparing the files with the history: what is pending, what disagrees."""
 
+    folder: Path
     local: list[LocalMigration]
     rows: list[HistoryRow]
     pending: list[LocalMigration]
     problems: list[str] = field(default_factory=list)
+    problem_kinds: set[str] = field(default_factory=set)
+
+    def add_problem(self, kind: str, message: str) -> None:
+        self.problems.append(message)
+        self.problem_kinds.add(kind)
 
 
 class Progress:
@@ -96,34 +109,36 @@ def applied_rows(rows: Sequence[HistoryRow]) -> dict[int, HistoryRow]:
     return {row.version: row for row in rows if row.version is not None}
 
 
-def build_plan(local: list[LocalMigration], rows: list[HistoryRow], *, allow_out_of_order: bool = False) -> Plan:
+def build_plan(local: list[LocalMigration], rows: list[HistoryRow], folder: Path, *,
+               allow_out_of_order: bool = False) -> Plan:
     """Compare the files with the history: find the pending ones and every inconsistency."""
     by_version = applied_rows(rows)
     local_versions = {m.version for m in local}
-    plan = Plan(local, rows, [])
+    plan = Plan(folder, local, rows, [])
 
     for row in by_version.values():
         if row.status in (history.STATUS_FAILED, history.STATUS_RUNNING):
-            plan.problems.append(_describe_unfinished(row))
+            plan.add_problem(UNFINISHED, _describe_unfinished(row))
 
     for migration in local:
         row = by_version.get(migration.version)
         if row is None:
             plan.pending.append(migration)
         elif row.kind == history.KIND_FILE and row.checksum != migration.checksum and row.success:
-            plan.problems.append(_(
+            plan.add_problem(CHANGED, _(
                 "{file} was changed after it was applied (checksum {actual}, recorded {recorded})",
                 file=migration.name, actual=migration.checksum[:12], recorded=(row.checksum or "-")[:12]))
 
     for version, row in sorted(by_version.items()):
         if version not in local_versions and row.kind == history.KIND_FILE:
-            plan.problems.append(_("{name} is recorded as applied but its file is missing from sql/", name=row.name))
+            plan.add_problem(MISSING, _("{name} is recorded as applied but its file is missing from {folder}",
+                                        name=row.name, folder=folder))
 
     highest = max((v for v, r in by_version.items() if r.success), default=0)
     late = [m for m in plan.pending if m.version < highest]
     if late and not allow_out_of_order:
         for migration in late:
-            plan.problems.append(_(
+            plan.add_problem(OUT_OF_ORDER, _(
                 "{file} is pending but version {version} is below the highest applied version {highest}",
                 file=migration.name, version=migration.version, highest=highest))
     return plan
@@ -137,19 +152,28 @@ def _describe_unfinished(row: HistoryRow) -> str:
              number=(row.statements_done or 0) + 1, total=row.statement_count or "?", error=row.error or "")
 
 
+def problem_hints(plan: Plan) -> list[str]:
+    """What to do about each kind of inconsistency the plan found."""
+    hints = {
+        UNFINISHED: _("fix the cause, then either finish the remaining statements by hand and run "
+                      "`invoke db.resolve VERSION`, or undo the statements that ran and run `invoke db.repair` "
+                      "so the file runs again from its first statement"),
+        CHANGED: _("restore the applied files as they were, or review the changes and run `invoke db.repair` "
+                   "to record the new checksums"),
+        MISSING: _("restore the missing files from version control"),
+        OUT_OF_ORDER: _("renumber the file above the highest applied version, or pass --allow-out-of-order "
+                        "to apply it anyway"),
+    }
+    return [hint for kind, hint in hints.items() if kind in plan.problem_kinds]
+
+
 def raise_for_problems(plan: Plan) -> None:
     if not plan.problems:
         return
-    unfinished = any(r.status in (history.STATUS_FAILED, history.STATUS_RUNNING) for r in plan.rows)
-    if unfinished:
-        hint = _("fix the cause, then either finish the remaining statements by hand and run "
-                 "`invoke db.resolve VERSION`, or undo the statements that ran and run `invoke db.repair` "
-                 "so the file runs again from its first statement")
-    else:
-        hint = _("restore the original files, or review the changes and run `invoke db.repair` to "
-                 "record the new checksums; use --allow-out-of-order to apply a late file on purpose")
     raise MigrationError(
-        _("migration history does not match sql/: {problems}", problems="; ".join(plan.problems)), hint=hint)
+        _("migration history does not match the files in {folder}: {problems}", folder=plan.folder,
+          problems="; ".join(plan.problems)),
+        hint="; ".join(problem_hints(plan)))
 
 
 # --- applying -----------------------------------------------------------------------
@@ -402,6 +426,8 @@ class _StatementFailed(Exception):
         self.is_connection_lost = is_connection_lost(exc)
         diag = exc.diag
         self.server_message = (diag.message_primary or str(exc)).strip()
+        if diag.message_detail:
+            self.server_message += f" (DETAIL: {diag.message_detail.strip()})"
         self.line = statement.line + _line_offset(statement.text, diag.statement_position)
 
     def to_error(self, detail: str) -> MigrationError:
@@ -483,7 +509,7 @@ def run_migrations(settings: Settings, *, sql_dir: Path = SQL_DIR, dry_run: bool
 
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
         if dry_run:
-            plan = build_plan(local, history.read_history(conn, settings.schema),
+            plan = build_plan(local, history.read_history(conn, settings.schema), sql_dir,
                               allow_out_of_order=allow_out_of_order)
             raise_for_problems(plan)
             read_pending(plan.pending, settings.schema)
@@ -493,15 +519,16 @@ def run_migrations(settings: Settings, *, sql_dir: Path = SQL_DIR, dry_run: bool
         lock = MigrationLock.for_settings(settings, on_wait=progress.waiting)
         lock.acquire(conn)
         try:
-            return _apply_pending(conn, settings, local, lock, allow_out_of_order, progress)
+            return _apply_pending(conn, settings, local, sql_dir, lock, allow_out_of_order, progress)
         finally:
             lock.release()
 
 
-def _apply_pending(conn: psycopg.Connection, settings: Settings, local: list[LocalMigration], lock: MigrationLock,
-                   allow_out_of_order: bool, progress: Progress) -> RunResult:
+def _apply_pending(conn: psycopg.Connection, settings: Settings, local: list[LocalMigration], sql_dir: Path,
+                   lock: MigrationLock, allow_out_of_order: bool, progress: Progress) -> RunResult:
     # The history is read only now, under the lock: another migrator may have just finished.
-    plan = build_plan(local, history.read_history(conn, settings.schema), allow_out_of_order=allow_out_of_order)
+    plan = build_plan(local, history.read_history(conn, settings.schema), sql_dir,
+                      allow_out_of_order=allow_out_of_order)
     raise_for_problems(plan)
     parsed = read_pending(plan.pending, settings.schema)
 
@@ -520,7 +547,7 @@ def _apply_pending(conn: psycopg.Connection, settings: Settings, local: list[Loc
 
 def pending_migrations(conn: psycopg.Connection, settings: Settings, sql_dir: Path = SQL_DIR) -> Plan:
     """Plan without applying: for verify, history and dry runs."""
-    return build_plan(local_migrations(sql_dir), history.read_history(conn, settings.schema),
+    return build_plan(local_migrations(sql_dir), history.read_history(conn, settings.schema), sql_dir,
                       allow_out_of_order=True)
 
 

@@ -131,9 +131,30 @@ def _merge(offline: SchemaSnapshot, rendered: SchemaSnapshot, names: set[str], r
     # those still come from the offline snapshot.
     tables = dict(offline.tables)
     for name in names:
-        tables[name] = replace(rendered.tables[name], foreign_keys=offline.tables[name].foreign_keys)
+        tables[name] = _with_sources(replace(rendered.tables[name], foreign_keys=offline.tables[name].foreign_keys),
+                                     offline.tables[name])
     notes = tuple(note for note in offline.not_comparable if note.object.split(".")[0] not in names)
     return replace(offline, tables=tables, not_comparable=notes + rendered.not_comparable, round_trips=round_trips)
+
+
+def _with_sources(rendered: Table, offline: Table) -> Table:
+    """Give the server-rendered checks and index predicates the model's own text for DDL."""
+    check_sources = {check.name: check.source for check in offline.check_constraints}
+    predicate_sources = {index.name: index.predicate_source for index in offline.indexes}
+    return replace(
+        rendered,
+        check_constraints=tuple(replace(check, source=check_sources.get(check.name))
+                                for check in rendered.check_constraints),
+        indexes=tuple(replace(index, predicate_source=predicate_sources.get(index.name))
+                      for index in rendered.indexes),
+    )
+
+
+def _compile(clause: sa.sql.ClauseElement | str) -> str:
+    """The SQL text of a model expression, with bound values rendered as literals."""
+    if isinstance(clause, str):
+        return clause
+    return str(clause.compile(dialect=DIALECT, compile_kwargs={"literal_binds": True}))
 
 
 def render_ddl(tables: list[sa.Table], schema_map: dict[str | None, str], *,
@@ -290,7 +311,7 @@ def _offline_table(table: sa.Table, schema: str, model_schemas: set, prefix: str
             name = _constraint_name(constraint) or default_name(table.name, [column] if column else [], "check")
             notes.append(NotComparable(f"{table.name}.{name}",
                                        _("CHECK expressions are compared only when a connection renders them")))
-            checks.append(CheckConstraint(name, str(constraint.sqltext)))
+            checks.append(CheckConstraint(name, str(constraint.sqltext), source=_compile(constraint.sqltext)))
 
     indexes = []
     for index in sorted(table.indexes, key=lambda i: str(i.name)):
@@ -371,7 +392,9 @@ def _offline_index(table: sa.Table, index: sa.Index, notes: list[NotComparable])
             isinstance(expression, sa.Column) for expression in index.expressions):
         notes.append(NotComparable(f"{table.name}.{name}", _(
             "index expressions, predicates and operator classes are compared only when a connection renders them")))
-        return Index(name, keys=())  # a placeholder the diff skips by name
+        # A placeholder the diff skips by name; it carries the predicate's source for _merge.
+        where = options.get("where")
+        return Index(name, keys=(), predicate_source=None if where is None else _compile(where))
 
     keys = tuple(IndexKey(quote_ident(column.name)) for column in index.expressions)
     include = tuple(quote_ident(c if isinstance(c, str) else c.name) for c in options.get("include") or ())

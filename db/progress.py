@@ -12,7 +12,11 @@ from db.migrations import LocalMigration, Progress
 
 
 class ConsoleProgress(Progress):
-    """One line per applied file on stdout; on a terminal also a line before each file."""
+    """One line per applied file on stderr; on a terminal also a line before each file.
+
+    Progress goes to stderr so that stdout carries only results: in a chain such as
+    ``db.migrate db.verify --json`` stdout stays one JSON document.
+    """
 
     def __init__(self, *, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -30,7 +34,7 @@ class ConsoleProgress(Progress):
 
     def applied(self, migration: LocalMigration, elapsed_ms: int) -> None:
         if not self.quiet:
-            report.echo(_("Applied {file} in {ms} ms", file=migration.name, ms=elapsed_ms))
+            report.notice(_("Applied {file} in {ms} ms", file=migration.name, ms=elapsed_ms))
 
     def retrying(self, migration: LocalMigration, attempt: int, delay: float) -> None:
         report.notice(_("{file}: lock_timeout reached, retry {attempt} in {delay:.1f} s",

@@ -65,10 +65,16 @@ class UniqueConstraint:
 
 @dataclass(frozen=True)
 class CheckConstraint:
-    """A CHECK constraint with its expression as ``pg_get_expr`` renders it."""
+    """A CHECK constraint with its expression as ``pg_get_expr`` renders it.
+
+    ``source`` is the expression as the model wrote it, for DDL only: PostgreSQL renders
+    some expressions differently once its own rendering is parsed again (an IN list over a
+    varchar column, say), so DDL built from the model's text keeps the next diff empty.
+    """
 
     name: str
     expression: str
+    source: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,8 @@ class Index:
     include: tuple[str, ...] = ()
     predicate: str | None = None
     nulls_not_distinct: bool = False
+    # The predicate as the model wrote it, for DDL only; see CheckConstraint.source.
+    predicate_source: str | None = field(default=None, compare=False)
 
     def same_definition(self, other: Index) -> bool:
         """Return True when both indexes would be built the same way, whatever their names."""

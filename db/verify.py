@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg import sql
 
 from db import history, inventory
@@ -23,7 +24,7 @@ from db.connection import connect
 from db.errors import TextLoomError
 from db.i18n import _
 from db.lock import current_holder
-from db.migrations import pending_migrations
+from db.migrations import pending_migrations, problem_hints
 
 # The catalog query reads pg_index.indnullsnotdistinct, which PostgreSQL 15 introduced.
 MIN_SERVER_VERSION = 150000
@@ -99,6 +100,10 @@ def _guard_connection(name: str) -> Callable[[Check], Check]:
                 return _not_connected(_(name))
             try:
                 return check(ctx, ctx.conn)
+            except pg_errors.InsufficientPrivilege as exc:
+                return CheckResult(_(name), FAILED, _("the check failed: {error}", error=str(exc).strip()),
+                                   _("grant this role read access to the schema and its tables, or run "
+                                     "`invoke db.verify` as the schema owner"))
             except psycopg.Error as exc:
                 return CheckResult(_(name), FAILED, _("the check failed: {error}", error=str(exc).strip()),
                                    _("run `invoke db.verify` again; if it persists, check the server log"))
@@ -187,7 +192,8 @@ def check_models(ctx: VerifyContext, conn: psycopg.Connection) -> CheckResult:
             shown.append(_("and {count} more", count=len(result.changes) - len(shown)))
         return CheckResult(name, FAILED, _("{count} difference(s): {changes}", count=len(result.changes),
                                            changes=", ".join(shown)),
-                           _("run `invoke db.diff` to see each difference with its SQL, then `invoke db.migrate`"))
+                           _("run `invoke db.diff` to see each difference with its SQL and hazard; "
+                             "`invoke db.migrate` applies the safe additive ones, the rest need a reviewed migration"))
     tables = len(result.model_snapshot.tables)
     if result.not_comparable:
         return CheckResult(name, WARNING, _("{count} tables match; {notes} object(s) could not be compared",
@@ -208,8 +214,7 @@ def check_migrations(ctx: VerifyContext, conn: psycopg.Connection) -> CheckResul
     except TextLoomError as exc:
         return CheckResult(name, FAILED, exc.message, exc.hint or "")
     if plan.problems:
-        return CheckResult(name, FAILED, "; ".join(plan.problems),
-                           _("run `invoke db.history` for details, then `invoke db.repair` or `invoke db.resolve`"))
+        return CheckResult(name, FAILED, "; ".join(plan.problems), "; ".join(problem_hints(plan)))
     if plan.pending:
         return CheckResult(name, FAILED, _("{count} pending: {names}", count=len(plan.pending),
                                            names=", ".join(m.name for m in plan.pending)),
@@ -308,7 +313,7 @@ def check_pooling(ctx: VerifyContext, conn: psycopg.Connection) -> CheckResult:
     if prepared:
         return CheckResult(name, FAILED, _("{count} prepared statement(s) exist on this server session",
                                            count=prepared),
-                           _("something else prepared statements on this connection; check the pooler's settings"))
+                           _("another client created prepared statements on this server session; check the pooler's settings"))
     return CheckResult(name, OK, _("no prepared statements and no session settings"))
 
 

@@ -1,8 +1,7 @@
 -- Create TextLoom's eight core tables with their constraints, indexes, comments and the
 -- trigger that keeps updated_at current. The migration runner replaces ${schema} with the
--- quoted schema name and runs this file in one transaction.
-
-CREATE SCHEMA IF NOT EXISTS ${schema};
+-- quoted schema name, creates the schema before the first file, and runs this file in one
+-- transaction.
 
 -- Sets updated_at on every UPDATE, so application code cannot forget to.
 CREATE FUNCTION ${schema}.set_updated_at() RETURNS trigger

@@ -31,6 +31,12 @@ _FAST_OPTIONS = ("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_
                  "-c", "max_connections=200")
 
 
+@pytest.fixture(autouse=True)
+def english_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests assert on English text unless they choose a language themselves."""
+    monkeypatch.setenv("TEXTLOOM_LANG", "en")
+
+
 @pytest.fixture(scope="session")
 def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of the test server."""

@@ -244,9 +244,9 @@ def test_migrate_twice_through_pgbouncer(pgbouncer, conn, schema):
     elapsed = time.monotonic() - started
 
     assert first.returncode == 0, first.stderr
-    assert "0001_create_core_tables.sql" in first.stdout
+    assert "0001_create_core_tables.sql" in first.stderr
     assert second.returncode == 0, second.stderr
-    assert "Nothing to do" in second.stdout
+    assert "Nothing to do" in second.stderr
     assert "Waiting" not in second.stderr
     assert elapsed < 15
     assert advisory_locks(conn) == 0

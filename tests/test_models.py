@@ -77,7 +77,8 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
 
 @pytest.fixture
 def core_schema(conn: psycopg.Connection, schema: str) -> str:
-    """The test's schema with sql/0001 applied."""
+    """The test's schema with sql/0001 applied (the runner creates the schema before the first file)."""
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     apply_sql_file(conn, CREATE_FILE, schema)
     return schema
 

@@ -59,11 +59,11 @@ def test_schema_creates_only_schema(env, conn, schema):
 def test_create_then_create_again(env, conn, schema):
     first = invoke("db.create", env=env)
     assert first.returncode == 0, first.stderr
-    assert "0001_create_core_tables.sql" in first.stdout
+    assert "0001_create_core_tables.sql" in first.stderr
 
     second = invoke("db.create", env=env)
     assert second.returncode == 0, second.stderr
-    assert "Nothing to do" in second.stdout
+    assert "Nothing to do" in second.stderr
     assert_no_password(first)
     assert_no_password(second)
 
@@ -242,3 +242,67 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_chain_json_stays_clean(env):
+    result = invoke("db.migrate", "db.verify", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["healthy"] is True
+    assert "0001_create_core_tables.sql" in result.stderr
+
+
+def test_reset_drops_tables_added_later(env, tmp_path, conn, schema):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    for path in (ROOT / "sql").glob("*.sql"):
+        (sql_dir / path.name).write_bytes(path.read_bytes())
+    (sql_dir / "0002_add_render_presets.sql").write_text(
+        "CREATE TYPE ${schema}.aspect_ratio AS ENUM ('16:9', '9:16');\n"
+        "CREATE TABLE ${schema}.render_presets (id int PRIMARY KEY, ratio ${schema}.aspect_ratio);\n"
+        "CREATE VIEW ${schema}.wide_presets AS SELECT id FROM ${schema}.render_presets WHERE ratio = '16:9';\n")
+    with_folder = {**env, "TEXTLOOM_MIGRATIONS_DIR": str(sql_dir)}
+
+    assert invoke("db.migrate", "--no-auto", env=with_folder).returncode == 0
+    reset = invoke("db.reset", "--yes", env=with_folder)
+    assert reset.returncode == 0, reset.stderr
+    assert conn.execute("SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'render_presets'",
+                        (schema,)).fetchone()[0] == 1
+
+
+def test_schema_owner_without_database_create(env, conn, schema, db_url):
+    """A role that owns the schema but may not create schemas in the database can still migrate."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    role = f"owner_{schema}"
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(sql.Identifier(schema), sql.Identifier(role)))
+        params = conninfo_to_dict(db_url)
+        params["user"] = role
+        result = invoke("db.create", env={**env, "DATABASE_URL": make_conninfo(**params)})
+        assert result.returncode == 0, result.stderr
+    finally:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_history_shows_failure(env, tmp_path):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "0001_steps.sql").write_text(
+        "-- textloom:no-transaction\n"
+        "CREATE TABLE ${schema}.widths (width int);\n"
+        "INSERT INTO ${schema}.widths VALUES (1080), (1080);\n"
+        "CREATE UNIQUE INDEX CONCURRENTLY widths_key ON ${schema}.widths (width);\n")
+    with_folder = {**env, "TEXTLOOM_MIGRATIONS_DIR": str(sql_dir)}
+
+    failed = invoke("db.migrate", "--no-auto", env=with_folder)
+    assert failed.returncode == 3
+    assert "DETAIL" in failed.stderr
+    assert "(width)=(1080)" in failed.stderr
+    assert "widths_key" in failed.stderr
+
+    history = invoke("db.history", env=with_folder)
+    assert "0001_steps.sql stopped with an error" in history.stdout

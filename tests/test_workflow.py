@@ -84,7 +84,7 @@ def test_write_then_migrate_converges(workflow_env, tmp_path):
 
     migrated = invoke("db.migrate", "--models", "changed_models:metadata", env=workflow_env)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert "0002_add_caption_lang.sql" in migrated.stdout
+    assert "0002_add_caption_lang.sql" in migrated.stderr
 
     after = invoke("db.diff", "--models", "changed_models:metadata", env=workflow_env)
     assert after.returncode == 0, after.stdout
@@ -97,7 +97,7 @@ def test_migrate_applies_safe_drift(workflow_env):
 
     migrated = invoke("db.migrate", "--models", "changed_models:metadata", env=workflow_env)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert "add_column media_items.caption_lang" in migrated.stdout
+    assert "add_column media_items.caption_lang" in migrated.stderr
 
     history = json.loads(invoke("db.history", "--json", env=workflow_env).stdout)
     auto = [m for m in history["migrations"] if m["kind"] == "auto"]
@@ -154,3 +154,23 @@ def test_baseline_rejects_mismatch(workflow_env, conn, schema):
     result = invoke("db.baseline", "1", env=workflow_env)
     assert result.returncode == 3
     assert "personas" in result.stderr
+
+
+def test_written_file_validates_outside_transaction(workflow_env, tmp_path, conn, schema):
+    """A constraint added NOT VALID and validated later is written to a no-transaction file."""
+    assert invoke("db.create", env=workflow_env).returncode == 0
+    conn.execute(f'ALTER TABLE "{schema}".media_items DROP CONSTRAINT ck_media_items_kind')
+
+    written = invoke("db.diff", "--write", "restore_kind_check", env=workflow_env)
+    assert written.returncode == 1
+    text = (tmp_path / "sql" / "0002_restore_kind_check.sql").read_text(encoding="utf-8")
+    assert text.startswith("-- textloom:no-transaction\n")
+    assert "NOT VALID" in text
+    assert "VALIDATE CONSTRAINT" in text
+
+    # The hazardous statements are written commented out; the reviewer enables them.
+    reviewed = text.replace("\n-- ALTER TABLE", "\nALTER TABLE")
+    (tmp_path / "sql" / "0002_restore_kind_check.sql").write_text(reviewed, encoding="utf-8")
+    migrated = invoke("db.migrate", env=workflow_env)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert invoke("db.diff", env=workflow_env).returncode == 0
