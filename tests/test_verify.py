@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -277,3 +278,57 @@ def test_service_refused_fails(settings):
     result = verify.check_service(verify.VerifyContext(dataclasses.replace(settings, service_url=url), metadata))
     assert result.status == verify.FAILED
     assert result.hint
+
+
+def test_strict_fails_on_warning(created, conn):
+    """A held lock is only a warning, which --strict turns into a failure."""
+    from test_tasks import invoke
+
+    conn.execute(sql.SQL(
+        "INSERT INTO {} (owner, host, pid, expires_at) VALUES (gen_random_uuid(), 'build-7', 4242, "
+        "now() + interval '1 minute')").format(sql.Identifier(created.schema, history.LOCK_TABLE)))
+    env = {"DATABASE_URL": created.database_url, "TEXTLOOM_DB_SCHEMA": created.schema}
+
+    assert invoke("db.verify", env=env).returncode == 0
+    strict = invoke("db.verify", "--strict", env=env)
+    assert strict.returncode == 1
+    assert "build-7" in strict.stdout
+
+
+@pytest.fixture
+def replica(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A streaming standby of the test server, made with pg_basebackup; yields its URL."""
+    import os
+    import subprocess
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    from db.embedded import EmbeddedServer, server_os_user
+
+    if os.environ.get("TEXTLOOM_TEST_DATABASE_URL"):
+        pytest.skip("needs a test server started by the tests, to copy it with pg_basebackup")
+    bin_dir = os.environ.get("TEXTLOOM_TEST_PG_BIN")
+    # A standby refuses to start with fewer connections than its primary allows.
+    standby = EmbeddedServer(tmp_path_factory.mktemp("standby") / "data", bin_dir=Path(bin_dir) if bin_dir else None,
+                             extra_options=("-c", "max_connections=200"))
+    standby.data_dir.mkdir(mode=0o700)
+    account = server_os_user()
+    if account is not None:
+        os.chown(standby.data_dir.parent, account.pw_uid, account.pw_gid)
+        os.chown(standby.data_dir, account.pw_uid, account.pw_gid)
+    params = conninfo_to_dict(db_url)
+    subprocess.run([str(standby.bin_dir / "pg_basebackup"), "-h", params["host"], "-p", params["port"],
+                    "-U", params.get("user", "postgres"), "-D", str(standby.data_dir), "-R", "-X", "stream",
+                    "--checkpoint=fast"],
+                   check=True, capture_output=True, user=account.pw_uid if account else None, cwd="/")
+    status = standby.start()
+    try:
+        yield status.url
+    finally:
+        standby.stop()
+
+
+def test_replica_fails_with_hint(settings, replica):
+    result = run_one(verify.check_primary, dataclasses.replace(settings, database_url=replica))
+    assert result.status == verify.FAILED
+    assert "primary" in result.hint
