@@ -2,7 +2,7 @@
 
 Precedence, highest first: environment variables, ``invoke.yaml`` (or any file Invoke
 loads), built-in defaults. Every setting is validated here so that a bad value fails
-before any connection is opened, with the key that holds it.
+before any connection is opened, naming the key it came from.
 """
 
 from __future__ import annotations

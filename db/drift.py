@@ -123,7 +123,7 @@ def next_file_path(description: str, sql_dir: Path = SQL_DIR) -> Path:
 
 @dataclasses.dataclass
 class DriftOutcome:
-    """What the drift step of db.migrate applied and what it left for review."""
+    """Outcome of the drift step of db.migrate: the changes applied and those left for review."""
 
     applied: list[tuple[Change, int]]
     review: list[Change]

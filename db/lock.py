@@ -36,7 +36,7 @@ _RELEASE_RETRY_S = 5.0
 
 @dataclass(frozen=True)
 class LockHolder:
-    """Who holds the lock, as stored in the lock row."""
+    """The holder of the lock, as stored in the lock row."""
 
     owner: uuid.UUID
     host: str

@@ -3,7 +3,7 @@
 Each file runs in one transaction together with its history row, unless its header opts
 out with ``-- textloom:no-transaction``. Statements of such a file run one at a time,
 each ordinary statement in a transaction of its own with the progress update, so the
-history always says how far the file got. The pending list is computed only after the
+history records how far the file got. The pending list is computed only after the
 migration lock is held, so concurrent migrators apply each file exactly once.
 """
 
@@ -360,7 +360,7 @@ def _record_failure(settings: Settings, row_id: int, done: int, failure: _Statem
             history.update_progress(conn, settings.schema, row_id, status=history.STATUS_FAILED,
                                     statements_done=done, error=failure.server_message, execution_ms=elapsed_ms)
     except (DatabaseError, psycopg.Error) as exc:
-        # The row still says "running", which the next run treats like a failure.
+        # The row keeps the status "running", which the next run treats like a failure.
         log.warning("could not record the failure of history row %s: %s", row_id, exc)
 
 
@@ -494,7 +494,7 @@ def _elapsed_ms(started: float) -> int:
 
 @dataclass
 class RunResult:
-    """What a run of the file migrations did."""
+    """Outcome of one run of the file migrations: what was applied and what was pending."""
 
     applied: list[tuple[LocalMigration, int]] = field(default_factory=list)
     pending: list[LocalMigration] = field(default_factory=list)

@@ -52,7 +52,7 @@ class CheckResult:
 
 @dataclass
 class VerifyContext:
-    """What the checks share: settings, the models, and an open connection (if any)."""
+    """State shared by the checks: settings, the models, and an open connection (if any)."""
 
     settings: Settings
     metadata: Any
@@ -128,7 +128,7 @@ def check_connection(ctx: VerifyContext) -> CheckResult:
 def _describe_route(conn: psycopg.Connection) -> str:
     """Say whether a pooler sits between us and the server, and how that was detected.
 
-    A pooler such as pgbouncer answers the connection itself, so the process id it reports
+    A pooler such as pgbouncer accepts the connection itself, so the process id it reports
     at login is not the id of the server process that runs our queries.
     """
     login_pid = conn.info.backend_pid
