@@ -16,7 +16,7 @@ from db import maintenance, migrations, report, verify
 from db.config import Settings, load_settings
 from db.connection import mask_url
 from db.embedded import EmbeddedServer
-from db.errors import EXIT_DATABASE, EXIT_PROBLEM, DatabaseError, ProblemFound, TextLoomError, UsageError
+from db.errors import EXIT_DATABASE, EXIT_PROBLEM, ConfigError, DatabaseError, ProblemFound, TextLoomError, UsageError
 from db.i18n import _
 from db.progress import ConsoleProgress
 
@@ -56,8 +56,12 @@ def db_task(*args: Any, **kwargs: Any) -> Callable:
 def _embedded_url() -> str:
     server = EmbeddedServer()
     status = server.start()
-    report.notice(_("Using the embedded PostgreSQL {version} at {url} (data in {path}); set DATABASE_URL "
-                    "to use another server.", version=server.version(), url=status.url, path=".textloom/pgdata"))
+    if status.was_started:
+        report.notice(_("Started the embedded PostgreSQL {version} at {url} (data in {path}); set DATABASE_URL "
+                        "to use another server.", version=server.version(), url=status.url, path=".textloom/pgdata"))
+    else:
+        report.notice(_("Using the embedded PostgreSQL {version} at {url} (data in {path}); set DATABASE_URL "
+                        "to use another server.", version=server.version(), url=status.url, path=".textloom/pgdata"))
     return status.url
 
 
@@ -66,6 +70,10 @@ def settings_for(c: Context) -> Settings:
     settings = load_settings(c.config.get("db") or {})
     if settings.database_url:
         return settings
+    if settings.is_production:
+        # An unset secret must not turn a production deploy into a run on a throwaway server.
+        raise ConfigError(_("DATABASE_URL is not set, and TEXTLOOM_ENV=production never uses the embedded server"),
+                          hint=_("set DATABASE_URL to the production database"))
     return dataclasses.replace(settings, database_url=_embedded_url())
 
 
@@ -155,7 +163,7 @@ def verify_(c, json=False, strict=False):
 def drop(c, yes=False, allow_production=False):
     """Drop every object in the suite's schema: tables, functions, types, history (asks first)."""
     settings = settings_for(c)
-    _require_destructive_ok(c, settings, _("drop every table"), yes, allow_production)
+    _require_destructive_ok(c, settings, _("drop every object"), yes, allow_production)
     dropped = maintenance.drop_suite(settings)
     report.echo(_("Dropped {count} objects from schema {schema}.", count=len(dropped), schema=settings.schema))
 
@@ -165,7 +173,7 @@ def drop(c, yes=False, allow_production=False):
 def reset(c, yes=False, allow_production=False):
     """Drop everything, then create it again (asks first)."""
     settings = settings_for(c)
-    _require_destructive_ok(c, settings, _("drop and re-create every table"), yes, allow_production)
+    _require_destructive_ok(c, settings, _("drop and re-create every object"), yes, allow_production)
     dropped = maintenance.drop_suite(settings)
     report.echo(_("Dropped {count} objects from schema {schema}.", count=len(dropped), schema=settings.schema))
     migrations.run_migrations(settings, sql_dir=settings.sql_dir, progress=ConsoleProgress())
@@ -301,6 +309,10 @@ def resolve(c, version):
     settings = settings_for(c)
     name = repairing.resolve(settings, _parse_version(version))
     report.echo(_("Marked {file} as applied.", file=name))
+    invalid = migrations.invalid_indexes(settings)
+    if invalid:
+        report.notice(_("warning: invalid indexes remain in schema {schema}: {names}; drop them with DROP INDEX "
+                        "CONCURRENTLY and build them again", schema=settings.schema, names=", ".join(invalid)))
 
 
 @db_task(help={"version": "the last migration version the existing database already matches"})

@@ -125,6 +125,16 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[str, Any]]) -> None:
             _("invalid schema name {value!r} in {key}", value=settings.schema, key=source("schema")),
             hint=_("use lower-case letters, digits and underscores, at most 63 characters"),
         )
+    if settings.schema.startswith("pg_") or settings.schema == "information_schema":
+        raise ConfigError(
+            _("invalid schema name {value!r} in {key}: PostgreSQL reserves it for system catalogs",
+              value=settings.schema, key=source("schema")),
+            hint=_("use a schema of TextLoom's own, such as textloom_core"))
+    if settings.migrations_dir and not Path(settings.migrations_dir).is_dir():
+        raise ConfigError(
+            _("invalid folder {value!r} in {key}: not found or not a folder", value=settings.migrations_dir,
+              key=source("migrations_dir")),
+            hint=_("point it at the folder that holds the numbered .sql files, or unset it to use sql/"))
     if settings.env not in ENVIRONMENTS:
         raise ConfigError(
             _("invalid environment {value!r} in {key}", value=settings.env, key=source("env")),

@@ -26,13 +26,19 @@ MASK = "***"
 
 
 def parse_url(url: str) -> dict[str, str]:
-    """Split a libpq URL or key/value string into its parameters."""
+    """Split a libpq URL or key/value string into its parameters.
+
+    The parser's own messages quote the string they failed on, password included, so
+    none of them is shown: the errors here name only the part that is wrong.
+    """
+    _check_url_form(url)
     try:
         params = pg_conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
+    except psycopg.ProgrammingError:
         raise ConfigError(
-            _("invalid DATABASE_URL {url}: {error}", url=mask_url(url), error=_strip_secret(str(exc), url)),
-            hint=_("use a URL such as postgresql://user@localhost:5432/textloom"),
+            _("invalid DATABASE_URL: it is neither a postgresql:// URL nor a key=value connection string"),
+            hint=_("use a URL such as postgresql://user@localhost:5432/textloom; write characters such as "
+                   "@, : and % in the user name or password as %40, %3A and %25"),
         ) from None
 
     # libpq accepts a comma-separated list of ports, one per host.
@@ -45,12 +51,30 @@ def parse_url(url: str) -> dict[str, str]:
     return params
 
 
+def _check_url_form(url: str) -> None:
+    """Reject URL mistakes that libpq would misread, before anything quotes the URL."""
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator:
+        return  # a key=value string
+    if scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            _("invalid DATABASE_URL: the scheme {scheme!r} is not supported", scheme=scheme),
+            hint=_("start the URL with postgresql:// (SQLAlchemy's postgresql+psycopg:// is not a libpq URL)"),
+        )
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if authority.count("@") > 1:
+        raise ConfigError(
+            _("invalid DATABASE_URL: the user name or password contains an unencoded @"),
+            hint=_("write @ as %40 in the user name or password, for example postgresql://app:p%40ss@db/textloom"),
+        )
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` in URL form with the password replaced by ``***``."""
     try:
         params = pg_conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
-        return "<unparsable connection string>"
+        return _("<unparsable connection string>")
 
     user = params.pop("user", "")
     password = params.pop("password", None)

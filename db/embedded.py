@@ -10,6 +10,7 @@ development server, never a production one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.util
 import logging
@@ -46,6 +47,7 @@ class ServerStatus:
     bin_dir: Path
     pid: int | None = None
     port: int | None = None
+    was_started: bool = False  # True when this call started it, False when it was already running
 
     @property
     def url(self) -> str | None:
@@ -109,7 +111,7 @@ class EmbeddedServer:
             is_new = not (self.data_dir / "PG_VERSION").exists()
             if is_new:
                 self._initdb()
-            port = _free_port()
+            port = self._reusable_port() or _free_port()
             options = ["-h", "127.0.0.1", "-p", str(port), "-k", "", *self.extra_options]
             self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
                       "-t", str(START_TIMEOUT_S), "-o", " ".join(_quote_option(o) for o in options), "start")
@@ -121,8 +123,9 @@ class EmbeddedServer:
                 )
             if is_new:
                 self._run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", SUPERUSER, DATABASE_NAME)
+            self._port_file.write_text(f"{port}\n")
             log.info("embedded PostgreSQL started on port %s", port)
-            return status
+            return dataclasses.replace(status, was_started=True)
 
     def stop(self) -> bool:
         """Stop the server; return False when it was not running."""
@@ -138,6 +141,23 @@ class EmbeddedServer:
                                 capture_output=True, text=True, check=True).stdout
         match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)*)", output)
         return match.group(1) if match else output.strip()
+
+    @property
+    def _port_file(self) -> Path:
+        return self.data_dir.parent / (self.data_dir.name + ".port")
+
+    def _reusable_port(self) -> int | None:
+        """The port of the previous start, so a URL copied into a client keeps working, if still free."""
+        try:
+            port = int(self._port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return None
+        return port
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,11 @@ def ensure_tables(conn: psycopg.Connection, schema: str) -> None:
     ``CREATE TABLE IF NOT EXISTS`` can still fail on the catalog's unique indexes. The
     lock ends with the transaction, so nothing stays behind on a pooled connection.
     """
+    # The common case needs no lock and no DDL, which a role that does not own the tables
+    # (CREATE ... IF NOT EXISTS checks ownership of an existing index) could not run anyway.
+    if _all_exist(conn, schema):
+        return
+
     with conn.transaction():
         conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))",
                      (f"textloom-bookkeeping:{schema}",))
@@ -111,6 +116,13 @@ def ensure_tables(conn: psycopg.Connection, schema: str) -> None:
         conn.execute(sql.SQL(_CREATE_HISTORY_INDEX).format(
             index=sql.Identifier(HISTORY_TABLE + "_version_key"), table=table(schema, HISTORY_TABLE)))
         conn.execute(sql.SQL(_CREATE_LOCK).format(table=table(schema, LOCK_TABLE)))
+
+
+def _all_exist(conn: psycopg.Connection, schema: str) -> bool:
+    names = [sql.Identifier(schema, name).as_string(conn) for name in (*BOOKKEEPING_TABLES, HISTORY_TABLE + "_version_key")]
+    row = conn.execute("SELECT bool_and(pg_catalog.to_regclass(name) IS NOT NULL) FROM unnest(%s::text[]) AS name",
+                       (names,)).fetchone()
+    return bool(row and row[0])
 
 
 def tables_exist(conn: psycopg.Connection, schema: str) -> bool:
@@ -192,9 +204,11 @@ def update_progress(conn: psycopg.Connection, schema: str, row_id: int, *, statu
     conn.execute(query, params)
 
 
-def update_checksum(conn: psycopg.Connection, schema: str, version: int, checksum: str, checksum_version: int) -> None:
-    conn.execute(sql.SQL("UPDATE {} SET checksum = %s, checksum_version = %s WHERE version = %s")
-                 .format(table(schema, HISTORY_TABLE)), (checksum, checksum_version, version))
+def update_checksum(conn: psycopg.Connection, schema: str, version: int, checksum: str, checksum_version: int,
+                    *, name: str) -> None:
+    """Record the current checksum (and file name) of an applied version after a review."""
+    conn.execute(sql.SQL("UPDATE {} SET checksum = %s, checksum_version = %s, name = %s WHERE version = %s")
+                 .format(table(schema, HISTORY_TABLE)), (checksum, checksum_version, name, version))
 
 
 def delete_row(conn: psycopg.Connection, schema: str, row_id: int) -> None:

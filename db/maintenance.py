@@ -12,7 +12,7 @@ from psycopg import sql
 from db import history, inventory
 from db.config import Settings
 from db.connection import connect
-from db.errors import DatabaseError
+from db.errors import DatabaseError, UsageError
 from db.i18n import _
 from db.inventory import TableStats
 from db.migrations import placeholders, set_local_timeouts
@@ -44,6 +44,7 @@ def drop_suite(settings: Settings) -> list[str]:
     """
     dropped = []
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        _check_suite_schema(conn, settings.schema)
         try:
             with conn.transaction():
                 set_local_timeouts(conn, settings)
@@ -56,6 +57,17 @@ def drop_suite(settings: Settings) -> list[str]:
                                 hint=_("another session may be using the tables, or an object outside the "
                                        "schema depends on them; the message names it")) from None
     return dropped
+
+
+def _check_suite_schema(conn: psycopg.Connection, schema: str) -> None:
+    """Refuse to empty a schema that the suite did not create: one without its history table."""
+    if not inventory.schema_exists(conn, schema):
+        return
+    if not history.tables_exist(conn, schema):
+        raise UsageError(
+            _("schema {schema} has no TextLoom migration history, so its objects may not be TextLoom's; "
+              "nothing was dropped", schema=schema),
+            hint=_("check TEXTLOOM_DB_SCHEMA; drop the objects by hand if they really are to go"))
 
 
 def database_name(settings: Settings) -> str:
@@ -93,4 +105,8 @@ def seed(settings: Settings, path: Path = SEED_FILE) -> int:
             raise DatabaseError(
                 _("seed data failed to load, nothing was inserted: {error}", error=str(exc).strip()),
                 hint=_("run `invoke db.create` first so that every table exists")) from None
+        # Fresh statistics, so that db.check shows row estimates at once.
+        for kind, names in inventory.schema_objects(conn, settings.schema):
+            if kind == "TABLE":
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(sql.SQL(n) for n in names)))
     return inserted

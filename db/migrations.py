@@ -124,6 +124,10 @@ def build_plan(local: list[LocalMigration], rows: list[HistoryRow], folder: Path
         row = by_version.get(migration.version)
         if row is None:
             plan.pending.append(migration)
+        elif row.kind == history.KIND_FILE and row.success and row.name != migration.name:
+            plan.add_problem(CHANGED, _(
+                "version {version} was applied as {recorded}, but the file is now {file}",
+                version=migration.version, recorded=row.name, file=migration.name))
         elif row.kind == history.KIND_FILE and row.checksum != migration.checksum and row.success:
             plan.add_problem(CHANGED, _(
                 "{file} was changed after it was applied (checksum {actual}, recorded {recorded})",
@@ -152,12 +156,18 @@ def _describe_unfinished(row: HistoryRow) -> str:
              number=(row.statements_done or 0) + 1, total=row.statement_count or "?", error=row.error or "")
 
 
+def unfinished_hint(versions: list[int]) -> str:
+    """What to do about files that stopped half-way, naming their versions."""
+    return _("fix the cause, then either finish the remaining statements by hand and run "
+             "`invoke db.resolve {version}`, or undo the statements that ran and run `invoke db.repair` "
+             "so the file runs again from its first statement", version=versions[0] if versions else "VERSION")
+
+
 def problem_hints(plan: Plan) -> list[str]:
     """What to do about each kind of inconsistency the plan found."""
     hints = {
-        UNFINISHED: _("fix the cause, then either finish the remaining statements by hand and run "
-                      "`invoke db.resolve VERSION`, or undo the statements that ran and run `invoke db.repair` "
-                      "so the file runs again from its first statement"),
+        UNFINISHED: unfinished_hint([r.version for r in plan.rows if r.version is not None
+                                     and r.status in (history.STATUS_FAILED, history.STATUS_RUNNING)]),
         CHANGED: _("restore the applied files as they were, or review the changes and run `invoke db.repair` "
                    "to record the new checksums"),
         MISSING: _("restore the missing files from version control"),
@@ -182,7 +192,14 @@ def raise_for_problems(plan: Plan) -> None:
 def read_pending(pending: list[LocalMigration], schema: str) -> list[SqlFile]:
     """Parse every pending file before any runs, so a bad file stops the run up front."""
     values = placeholders(schema)
-    return [read_sql_file(m.path, values) for m in pending]
+    parsed = [read_sql_file(m.path, values) for m in pending]
+    for migration, sql_file in zip(pending, parsed):
+        if not sql_file.statements:
+            raise MigrationError(
+                _("{file} contains no statements, only comments or nothing; applying it would use up version "
+                  "{version} without changing anything", file=migration.name, version=migration.version),
+                hint=_("uncomment the statements that should run, or delete the file; nothing has run"))
+    return parsed
 
 
 def apply_file(conn: psycopg.Connection, settings: Settings, migration: LocalMigration, parsed: SqlFile,
@@ -315,7 +332,7 @@ def _apply_statement_by_statement(conn: psycopg.Connection, settings: Settings, 
             if invalid:
                 detail = _("{detail}; invalid indexes left behind: {names}; drop them with DROP INDEX "
                            "CONCURRENTLY before running the file again", detail=detail, names=", ".join(invalid))
-            raise failure.to_error(detail) from None
+            raise failure.to_error(detail, is_recorded_failure=True) from None
 
     elapsed_ms = _elapsed_ms(started)
     history.update_progress(conn, settings.schema, row_id, status=history.STATUS_APPLIED,
@@ -430,11 +447,14 @@ class _StatementFailed(Exception):
             self.server_message += f" (DETAIL: {diag.message_detail.strip()})"
         self.line = statement.line + _line_offset(statement.text, diag.statement_position)
 
-    def to_error(self, detail: str) -> MigrationError:
+    def to_error(self, detail: str, *, is_recorded_failure: bool = False) -> MigrationError:
+        """Build the user's error; ``is_recorded_failure`` when a failed history row now blocks reruns."""
         excerpt = " ".join(self.statement.text.split())
         if len(excerpt) > 160:
             excerpt = excerpt[:157] + "..."
-        if self.is_connection_lost:
+        if is_recorded_failure:
+            hint = unfinished_hint([self.migration.version])
+        elif self.is_connection_lost:
             hint = _("the connection to the server was lost; check the server or pgbouncer, then run "
                      "`invoke db.migrate` again")
         elif self.is_lock_timeout:

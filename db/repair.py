@@ -39,10 +39,12 @@ def repair(settings: Settings, sql_dir=SQL_DIR) -> RepairResult:
                 if row.status in (history.STATUS_FAILED, history.STATUS_RUNNING):
                     history.delete_row(conn, settings.schema, row.id)
                     result.unfinished_removed.append(row.name)
-                elif row.version in local and local[row.version].checksum != row.checksum:
-                    history.update_checksum(conn, settings.schema, row.version,
-                                            local[row.version].checksum, CHECKSUM_VERSION)
-                    result.checksums_updated.append(row.name)
+                elif row.version in local and (local[row.version].checksum != row.checksum
+                                               or local[row.version].name != row.name):
+                    current = local[row.version]
+                    history.update_checksum(conn, settings.schema, row.version, current.checksum, CHECKSUM_VERSION,
+                                            name=current.name)
+                    result.checksums_updated.append(current.name)
     return result
 
 

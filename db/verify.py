@@ -216,9 +216,13 @@ def check_migrations(ctx: VerifyContext, conn: psycopg.Connection) -> CheckResul
     if plan.problems:
         return CheckResult(name, FAILED, "; ".join(plan.problems), "; ".join(problem_hints(plan)))
     if plan.pending:
+        highest = max((r.version for r in plan.rows if r.version is not None and r.success), default=0)
+        late = [m.name for m in plan.pending if m.version < highest]
+        hint = (_("{names} is numbered below the highest applied version {highest}: renumber it, or run "
+                  "`invoke db.migrate --allow-out-of-order`", names=", ".join(late), highest=highest)
+                if late else _("run `invoke db.migrate`"))
         return CheckResult(name, FAILED, _("{count} pending: {names}", count=len(plan.pending),
-                                           names=", ".join(m.name for m in plan.pending)),
-                           _("run `invoke db.migrate`"))
+                                           names=", ".join(m.name for m in plan.pending)), hint)
     return CheckResult(name, OK, _("{count} applied, none pending or failed, all checksums match",
                                    count=len(plan.local)))
 

@@ -15,7 +15,7 @@ from models.db_models import (
     metadata,
 )
 
-# Parents before children: the order to create tables in, and the reverse to drop them.
+# The eight core tables, parents before children, as db.check lists them.
 TABLE_NAMES = (
     "personas",
     "prompt_templates",

@@ -306,3 +306,86 @@ def test_history_shows_failure(env, tmp_path):
 
     history = invoke("db.history", env=with_folder)
     assert "0001_steps.sql stopped with an error" in history.stdout
+
+
+@pytest.mark.parametrize("url", [
+    f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:1/x",
+    f"mysql://u:{PASSWORD}@127.0.0.1/x",
+    f"postgresql://u:{PASSWORD}%zz@127.0.0.1/x",
+    f"postgresql://postgres:{PASSWORD}@pw@127.0.0.1/x",
+    f"postgresql://u:{PASSWORD}@[::1:1/x",
+    f"host=127.0.0.1 password={PASSWORD} port=abc",
+])
+def test_bad_url_never_shows_password(url):
+    result = invoke("db.check", env={"DATABASE_URL": url})
+    assert result.returncode == 2, result.stderr
+    assert_no_password(result)
+    assert "Traceback" not in result.stderr
+    assert "hint:" in result.stderr
+
+
+def test_production_needs_database_url(schema):
+    result = invoke("db.migrate", env={"TEXTLOOM_ENV": "production", "TEXTLOOM_DB_SCHEMA": schema})
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+    assert "embedded" not in result.stderr.lower().split("error:")[0]
+
+
+def test_drop_refuses_foreign_schema(env, conn, schema):
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(schema, "customer_data")))
+    result = invoke("db.drop", "--yes", env=env)
+    assert result.returncode == 2
+    assert "no TextLoom migration history" in result.stderr
+    assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.customer_data",)).fetchone()[0] is not None
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("TEXTLOOM_DB_SCHEMA", "pg_textloom"),
+    ("TEXTLOOM_DB_SCHEMA", "information_schema"),
+    ("TEXTLOOM_MIGRATIONS_DIR", "/nonexistent/migrations"),
+])
+def test_invalid_setting_rejected(env, variable, value):
+    result = invoke("db.check", env={**env, variable: value})
+    assert result.returncode == 2
+    assert variable in result.stderr
+
+
+def test_empty_file_rejected(env, tmp_path, conn, schema):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "0001_first.sql").write_text("CREATE TABLE ${schema}.first (id int);\n")
+    (sql_dir / "0002_reviewed_out.sql").write_text("-- ALTER TABLE ${schema}.first ALTER COLUMN id TYPE bigint;\n")
+    result = invoke("db.migrate", "--no-auto", env={**env, "TEXTLOOM_MIGRATIONS_DIR": str(sql_dir)})
+    assert result.returncode == 3
+    assert "0002_reviewed_out.sql contains no statements" in result.stderr
+    assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.first",)).fetchone()[0] is None
+
+
+def test_renamed_applied_file_named(env, tmp_path):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "0001_first.sql").write_text("CREATE TABLE ${schema}.first (id int);\n")
+    with_folder = {**env, "TEXTLOOM_MIGRATIONS_DIR": str(sql_dir)}
+    assert invoke("db.migrate", "--no-auto", env=with_folder).returncode == 0
+
+    (sql_dir / "0001_first.sql").rename(sql_dir / "0001_renamed.sql")
+    result = invoke("db.migrate", "--no-auto", env=with_folder)
+    assert result.returncode == 3
+    assert "version 1 was applied as 0001_first.sql, but the file is now 0001_renamed.sql" in result.stderr
+
+    assert invoke("db.repair", env=with_folder).returncode == 0
+    assert invoke("db.migrate", "--no-auto", env=with_folder).returncode == 0
+
+
+def test_failed_steps_hint_names_version(env, tmp_path):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "0007_steps.sql").write_text(
+        "-- textloom:no-transaction\n"
+        "CREATE TABLE ${schema}.steps (id int);\n"
+        "INSERT INTO ${schema}.missing VALUES (1);\n")
+    result = invoke("db.migrate", "--no-auto", env={**env, "TEXTLOOM_MIGRATIONS_DIR": str(sql_dir)})
+    assert result.returncode == 3
+    assert "invoke db.resolve 7" in result.stderr
+    assert "invoke db.repair" in result.stderr
