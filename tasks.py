@@ -215,6 +215,9 @@ def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=No
     metadata, source_schema = drift.load_metadata(models)
     outcome = drift.apply_drift(settings, metadata, source_schema=source_schema, dry_run=dry_run,
                                 on_wait=progress.waiting)
+    if outcome.applied and not dry_run:
+        report.notice(_("These changes came from the models and exist only in this database until a migration "
+                        "file holds them: run `invoke db.diff --write NAME` and commit the file."))
     for change, elapsed_ms in outcome.applied:
         if dry_run:
             report.echo(_("Would apply {change}", change=f"{change.kind} {change.object}"))
@@ -242,12 +245,17 @@ def diff(c, json=False, sql=False, write=None, models=None):
 
     if write:
         path = drift.next_file_path(write, settings.sql_dir)
-        if not result.changes:
-            report.echo(_("No differences: nothing to write."))
+        changes = drift.plan_against_files(settings, metadata, source_schema=source_schema)
+        if not changes:
+            report.echo(_("No differences between the models and the schema the migration files build: "
+                          "nothing to write."))
             return
-        path.write_text(drift.render_file(result.changes, settings.schema), encoding="utf-8")
+        path.write_text(drift.render_file(changes, settings.schema), encoding="utf-8")
         report.echo(_("Wrote {count} change(s) to {path}; review it, then run `invoke db.migrate`.",
-                      count=len(result.changes), path=path.relative_to(path.parent.parent)))
+                      count=len(changes), path=path.relative_to(path.parent.parent)))
+        report.notice(_("The file takes the schema that the earlier files build to the models, whatever this "
+                        "database already has."))
+        raise ProblemFound("differences written")
     elif json:
         report.json_document({"schema": settings.schema, "changes": result.changes,
                               "not_comparable": result.not_comparable, "round_trips": result.round_trips})

@@ -1,18 +1,14 @@
 """Adopt a database created without history (for example by ``MetaData.create_all``).
 
-``db.baseline VERSION`` replays the files up to VERSION into a scratch schema inside a
-transaction that is rolled back, reads that schema as the expected state, compares it
-with the live schema, and only when they match records those versions as baselined.
+``db.baseline VERSION`` compares the live schema with what the files up to VERSION build
+(see db/replay.py). Only when they match does it record those versions as baselined.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import uuid
-from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from db import catalog, history
 from db.config import Settings
@@ -21,13 +17,10 @@ from db.diff import Change, diff_snapshots
 from db.errors import MigrationError, UsageError
 from db.i18n import _
 from db.lock import MigrationLock
-from db.migrations import SQL_DIR, LocalMigration, client_label, execute_statement, local_migrations, placeholders
+from db.migrations import SQL_DIR, LocalMigration, client_label, local_migrations
+from db.replay import files_snapshot
 from db.snapshot import SchemaSnapshot
-from db.sqlfile import CHECKSUM_VERSION, read_sql_file
-
-
-class _Rollback(Exception):
-    """Ends the scratch transaction once the expected schema has been read."""
+from db.sqlfile import CHECKSUM_VERSION
 
 
 def baseline(settings: Settings, version: int, sql_dir=SQL_DIR) -> list[LocalMigration]:
@@ -48,7 +41,7 @@ def baseline(settings: Settings, version: int, sql_dir=SQL_DIR) -> list[LocalMig
         lock = MigrationLock.for_settings(settings)
         lock.acquire(conn)
         try:
-            expected = _expected_snapshot(conn, settings.schema, targets)
+            expected = files_snapshot(conn, targets, settings.schema)
             actual = _without_bookkeeping(catalog.read_schema(conn, settings.schema))
             changes = diff_snapshots(expected, actual)
             if changes:
@@ -60,40 +53,6 @@ def baseline(settings: Settings, version: int, sql_dir=SQL_DIR) -> list[LocalMig
         finally:
             lock.release()
     return targets
-
-
-def _expected_snapshot(conn: psycopg.Connection, schema: str, targets: list[LocalMigration]) -> SchemaSnapshot:
-    scratch = "textloom_baseline_" + uuid.uuid4().hex[:12]
-    values = placeholders(scratch)
-    snapshot: SchemaSnapshot | None = None
-    try:
-        with conn.transaction():
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch)))
-            for migration in targets:
-                _replay(conn, migration, values)
-            snapshot = catalog.read_schema(conn, scratch)
-            raise _Rollback
-    except _Rollback:
-        pass
-    return _rename_schema(snapshot, scratch, schema)
-
-
-def _replay(conn: psycopg.Connection, migration: LocalMigration, values: dict[str, str]) -> None:
-    parsed = read_sql_file(migration.path, values)
-    for statement in parsed.statements:
-        if statement.needs_no_transaction:
-            # NOTE: a statement such as CREATE INDEX CONCURRENTLY cannot run in the scratch
-            # transaction, so files that contain one cannot be baselined over.
-            raise UsageError(
-                _("{file} contains {kind}, which cannot be replayed for the comparison",
-                  file=migration.name, kind=statement.tag),
-                hint=_("baseline at an earlier version, then apply the later files with `invoke db.migrate`"))
-        try:
-            execute_statement(conn, statement)
-        except psycopg.Error as exc:
-            raise MigrationError(_("{file}, line {line}: replaying the file failed: {error}", file=migration.name,
-                                   line=statement.line, error=str(exc).strip()),
-                                 hint=_("fix the file; nothing was recorded")) from None
 
 
 def _record(conn: psycopg.Connection, schema: str, targets: list[LocalMigration]) -> None:
@@ -108,21 +67,6 @@ def _record(conn: psycopg.Connection, schema: str, targets: list[LocalMigration]
 def _without_bookkeeping(snapshot: SchemaSnapshot) -> SchemaSnapshot:
     tables = {name: table for name, table in snapshot.tables.items() if name not in history.BOOKKEEPING_TABLES}
     return dataclasses.replace(snapshot, tables=tables)
-
-
-def _rename_schema(value: Any, old: str, new: str) -> Any:
-    """Replace the scratch schema name everywhere in a snapshot: names, types, defaults, expressions."""
-    if isinstance(value, str):
-        quoted_old, quoted_new = sql.Identifier(old).as_string(None), sql.Identifier(new).as_string(None)
-        return value.replace(quoted_old, quoted_new).replace(old, new)
-    if isinstance(value, tuple):
-        return tuple(_rename_schema(item, old, new) for item in value)
-    if isinstance(value, dict):
-        return {key: _rename_schema(item, old, new) for key, item in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _rename_schema(getattr(value, f.name), old, new)
-                                             for f in dataclasses.fields(value) if f.init})
-    return value
 
 
 def _summary(changes: list[Change]) -> str:

@@ -47,6 +47,24 @@ def plan(settings: Settings, metadata: Any, *, source_schema: str | None = None,
                        exclude_tables=history.BOOKKEEPING_TABLES)
 
 
+def plan_against_files(settings: Settings, metadata: Any, *, source_schema: str | None = None) -> list[Change]:
+    """Diff the models against the schema that the migration files build, not the live one.
+
+    A new migration file must take any database that ran the earlier files to the models'
+    state. The live database may already hold changes that db.migrate applied from the
+    models, or fixes made by hand, and a file planned against it would silently rely on them.
+    """
+    from db import model_schema
+    from db.diff import diff_snapshots
+    from db.replay import files_snapshot
+
+    with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
+        expected = files_snapshot(conn, local_migrations(settings.sql_dir), settings.schema)
+        model = model_schema.snapshot_from_metadata(metadata, settings.schema, source_schema=source_schema,
+                                                    conn=conn, type_prefix=expected.type_prefix)
+    return [c for c in diff_snapshots(model, expected) if c.kind != ChangeKind.NOT_COMPARABLE]
+
+
 def split_auto(changes: Sequence[Change]) -> tuple[list[Change], list[Change]]:
     """Split changes into those db.migrate may apply by itself and those a person must review."""
     new_tables = {c.object for c in changes if c.kind == ChangeKind.ADD_TABLE and c.hazard == Hazard.SAFE}
@@ -101,14 +119,32 @@ def render_file(changes: Sequence[Change], schema: str) -> str:
 
     The file opts out of the single transaction when a statement cannot run in one, or
     when a constraint is added NOT VALID and validated later: in one transaction the lock
-    taken by the first statement would be held through the whole validation scan.
+    taken by the first statement would be held through the whole validation scan. The
+    additive statements that db.migrate may already have applied from the models get
+    IF NOT EXISTS, so the file also runs on a database that has them.
     """
+    changes = [dataclasses.replace(change, sql=tuple(_if_not_exists(s) for s in change.sql))
+               if change.kind in AUTO_KINDS else change for change in changes]
     needs_steps = any(not change.is_transactional or any("VALIDATE CONSTRAINT" in s for s in change.sql)
                       for change in changes if change.sql)
     script = render_script(changes, no_transaction_directive=NO_TRANSACTION_DIRECTIVE if needs_steps else None)
     # NOTE: every quoted identifier equal to the schema name and followed by a dot is taken
     # for the schema qualifier, so a table named like the schema with a quoted column would be too.
     return script.replace(quote(schema) + ".", "${schema}.")
+
+
+# Statement beginnings that the diff writes for additive changes, and their idempotent forms.
+_IDEMPOTENT_FORMS = (
+    (re.compile(r"^CREATE TABLE (?!IF NOT EXISTS)"), "CREATE TABLE IF NOT EXISTS "),
+    (re.compile(r"^(CREATE (?:UNIQUE )?INDEX (?:CONCURRENTLY )?)(?!IF NOT EXISTS)"), r"\1IF NOT EXISTS "),
+    (re.compile(r"^(ALTER TABLE .+?) ADD COLUMN (?!IF NOT EXISTS)"), r"\1 ADD COLUMN IF NOT EXISTS "),
+)
+
+
+def _if_not_exists(statement: str) -> str:
+    for pattern, replacement in _IDEMPOTENT_FORMS:
+        statement = pattern.sub(replacement, statement, count=1)
+    return statement
 
 
 def next_file_path(description: str, sql_dir: Path = SQL_DIR) -> Path:

@@ -156,21 +156,61 @@ def test_baseline_rejects_mismatch(workflow_env, conn, schema):
     assert "personas" in result.stderr
 
 
-def test_written_file_validates_outside_transaction(workflow_env, tmp_path, conn, schema):
+def test_written_file_validates_outside_transaction(workflow_env, tmp_path):
     """A constraint added NOT VALID and validated later is written to a no-transaction file."""
-    assert invoke("db.create", env=workflow_env).returncode == 0
-    conn.execute(f'ALTER TABLE "{schema}".media_items DROP CONSTRAINT ck_media_items_kind')
+    (tmp_path / "checked_models.py").write_text(textwrap.dedent('''
+        from sqlalchemy import CheckConstraint
 
-    written = invoke("db.diff", "--write", "restore_kind_check", env=workflow_env)
+        from models import metadata
+
+        media_items = metadata.tables["textloom_core.media_items"]
+        media_items.append_constraint(CheckConstraint("duration_ms < 86400000", name="ck_media_items_duration_day"))
+    '''), encoding="utf-8")
+    assert invoke("db.create", env=workflow_env).returncode == 0
+
+    written = invoke("db.diff", "--write", "limit_duration", "--models", "checked_models:metadata", env=workflow_env)
     assert written.returncode == 1
-    text = (tmp_path / "sql" / "0002_restore_kind_check.sql").read_text(encoding="utf-8")
+    text = (tmp_path / "sql" / "0002_limit_duration.sql").read_text(encoding="utf-8")
     assert text.startswith("-- textloom:no-transaction\n")
     assert "NOT VALID" in text
     assert "VALIDATE CONSTRAINT" in text
 
     # The hazardous statements are written commented out; the reviewer enables them.
     reviewed = text.replace("\n-- ALTER TABLE", "\nALTER TABLE")
-    (tmp_path / "sql" / "0002_restore_kind_check.sql").write_text(reviewed, encoding="utf-8")
-    migrated = invoke("db.migrate", env=workflow_env)
+    (tmp_path / "sql" / "0002_limit_duration.sql").write_text(reviewed, encoding="utf-8")
+    migrated = invoke("db.migrate", "--models", "checked_models:metadata", env=workflow_env)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert invoke("db.diff", env=workflow_env).returncode == 0
+    assert invoke("db.diff", "--models", "checked_models:metadata", env=workflow_env).returncode == 0
+
+
+def test_auto_change_then_written_file(workflow_env, tmp_path):
+    """After db.migrate applied a model change by itself, --write still captures it, and the file runs."""
+    assert invoke("db.create", env=workflow_env).returncode == 0
+    migrated = invoke("db.migrate", "--models", "changed_models:metadata", env=workflow_env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "db.diff --write" in migrated.stderr
+
+    written = invoke("db.diff", "--write", "add_caption_lang", "--models", "changed_models:metadata",
+                     env=workflow_env)
+    assert written.returncode == 1, written.stdout + written.stderr
+    text = (tmp_path / "sql" / "0002_add_caption_lang.sql").read_text(encoding="utf-8")
+    assert "ADD COLUMN IF NOT EXISTS" in text
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS" in text
+
+    again = invoke("db.migrate", "--models", "changed_models:metadata", env=workflow_env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0002_add_caption_lang.sql" in again.stderr
+    assert invoke("db.diff", "--models", "changed_models:metadata", env=workflow_env).returncode == 0
+
+
+def test_write_replays_concurrent_files(workflow_env, tmp_path):
+    """Files with CREATE INDEX CONCURRENTLY are replayed for --write and baseline."""
+    (tmp_path / "sql" / "0002_index_titles.sql").write_text(
+        "-- textloom:no-transaction\n"
+        "CREATE INDEX CONCURRENTLY ix_media_items_caption_lang ON ${schema}.media_items (id);\n"
+        "VACUUM ${schema}.media_items;\n", encoding="utf-8")
+    assert invoke("db.create", env=workflow_env).returncode == 0
+    written = invoke("db.diff", "--write", "align_models", "--models", "changed_models:metadata", env=workflow_env)
+    assert written.returncode == 1, written.stderr
+    text = (tmp_path / "sql" / "0003_align_models.sql").read_text(encoding="utf-8")
+    assert "caption_lang" in text
