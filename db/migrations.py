@@ -440,6 +440,8 @@ class _StatementFailed(Exception):
         self.migration = migration
         self.statement = statement
         self.is_lock_timeout = isinstance(exc, pg_errors.LockNotAvailable)
+        # SQLSTATE class 22 (data exception) and 23 (integrity constraint violation).
+        self.is_data_error = (exc.sqlstate or "")[:2] in ("22", "23")
         self.is_connection_lost = is_connection_lost(exc)
         diag = exc.diag
         self.server_message = (diag.message_primary or str(exc)).strip()
@@ -460,6 +462,9 @@ class _StatementFailed(Exception):
         elif self.is_lock_timeout:
             hint = _("another session held a conflicting lock for longer than lock_timeout; find it in "
                      "pg_stat_activity, or raise TEXTLOOM_LOCK_TIMEOUT, then run `invoke db.migrate` again")
+        elif self.is_data_error:
+            hint = _("rows in the table do not fit the statement; fix those rows or the statement, then run "
+                     "`invoke db.migrate` again")
         else:
             hint = _("fix the statement, then run `invoke db.migrate` again")
         return MigrationError(

@@ -31,6 +31,11 @@ def label(value: str) -> str:
         "pending": _("pending"),
         "changed": _("changed"),
         "missing file": _("missing file"),
+        "safe": _("safe"),
+        "locks": _("locks"),
+        "rewrites": _("rewrites"),
+        "destructive": _("destructive"),
+        "needs_review": _("needs_review"),
     }
     return labels.get(value, value)
 
@@ -60,7 +65,7 @@ def table_stats(stats: Iterable[Any]) -> None:
 def changes(items: Sequence[Any], notes: Sequence[Any] = ()) -> None:
     """Print diff changes as a table, then the objects that could not be compared."""
     if items:
-        table(([c.kind, c.object, c.hazard, _short(c.model_value), _short(c.db_value)] for c in items),
+        table(([c.kind, c.object, label(c.hazard), _short(c.model_value), _short(c.db_value)] for c in items),
               [_("change"), _("object"), _("hazard"), _("model"), _("database")])
     for note in notes:
         notice(_("warning: {object} not compared: {reason}", object=note.object, reason=note.reason))

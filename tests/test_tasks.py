@@ -389,3 +389,16 @@ def test_failed_steps_hint_names_version(env, tmp_path):
     assert result.returncode == 3
     assert "invoke db.resolve 7" in result.stderr
     assert "invoke db.repair" in result.stderr
+
+
+def test_data_error_hint_points_at_rows(env, tmp_path):
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "0001_labels.sql").write_text(
+        "CREATE TABLE ${schema}.labels (label text);\n"
+        "INSERT INTO ${schema}.labels VALUES ('landscape');\n")
+    (sql_dir / "0002_narrow.sql").write_text("ALTER TABLE ${schema}.labels ALTER COLUMN label TYPE varchar(4);\n")
+    result = invoke("db.migrate", "--no-auto", env={**env, "TEXTLOOM_MIGRATIONS_DIR": str(sql_dir)})
+    assert result.returncode == 3
+    assert "0002_narrow.sql, line 1" in result.stderr
+    assert "rows in the table" in result.stderr
