@@ -27,7 +27,8 @@ from db.errors import MigrationError, UsageError
 from db.i18n import _
 from db.lock import MigrationLock
 from db.migrations import SQL_DIR, client_label, local_migrations, set_local_timeouts
-from db.schema_diff import DiffResult, compare
+from db import model_cache
+from db.schema_diff import DiffResult, compare, compare_with
 from db.sqlfile import NO_TRANSACTION_DIRECTIVE
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,18 @@ _NEW_TABLE_FK = ChangeKind.ADD_CONSTRAINT
 _DESCRIPTION = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 
 
-def plan(settings: Settings, metadata: Any, *, source_schema: str | None = None,
-         schema: str | None = None) -> DiffResult:
-    """Diff the models against the configured schema, leaving out the bookkeeping tables."""
+def plan(settings: Settings, metadata: Any = None, *, source_schema: str | None = None) -> DiffResult:
+    """Diff the models against the configured schema, leaving out the bookkeeping tables.
+
+    Without ``metadata``, TextLoom's own models, whose snapshot comes from the cache when
+    they have not changed.
+    """
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
-        return compare(conn, metadata, schema or settings.schema, source_schema=source_schema,
+        if metadata is None:
+            return compare_with(conn, settings.schema,
+                                lambda prefix: model_cache.textloom_snapshot(conn, settings.schema, prefix),
+                                exclude_tables=history.BOOKKEEPING_TABLES)
+        return compare(conn, metadata, settings.schema, source_schema=source_schema,
                        exclude_tables=history.BOOKKEEPING_TABLES)
 
 
@@ -58,6 +66,10 @@ def plan_against_files(settings: Settings, metadata: Any, *, source_schema: str 
     from db.diff import diff_snapshots
     from db.replay import files_snapshot
 
+    if metadata is None:
+        from models import SCHEMA, metadata
+
+        source_schema = SCHEMA
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
         expected = files_snapshot(conn, local_migrations(settings.sql_dir), settings.schema)
         model = model_schema.snapshot_from_metadata(metadata, settings.schema, source_schema=source_schema,
@@ -190,13 +202,13 @@ def apply_drift(settings: Settings, metadata: Any, *, source_schema: str | None 
 def load_metadata(spec: str | None) -> tuple[Any, str | None]:
     """Import ``package.module:attribute`` (a MetaData or a declarative base) and find its schema.
 
-    Without a spec, TextLoom's own models. The second value is the one schema the tables
-    name, which is mapped to the configured schema, or None when they name none.
+    Without a spec, return (None, None): TextLoom's own models, which the planning
+    functions load themselves, from the snapshot cache when they can. The second value is
+    the one schema the tables name, which is mapped to the configured schema, or None when
+    they name none.
     """
     if not spec:
-        from models import SCHEMA, metadata
-
-        return metadata, SCHEMA
+        return None, None
 
     module_name, _sep, attribute = spec.partition(":")
     if not module_name or not attribute:

@@ -10,15 +10,18 @@ import contextlib
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
-import sqlalchemy as sa
 
-from db import catalog, model_schema
+from db import catalog
 from db.diff import Change, ChangeKind, diff_snapshots
 from db.snapshot import NotComparable, SchemaSnapshot
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +55,34 @@ def compare(conn: psycopg.Connection, metadata: sa.MetaData, schema: str, *,
     Tables named in ``exclude_tables`` (the migration bookkeeping, say) are left out of
     the database side, so they are never reported as only in the database.
     """
+    from db import model_schema  # imported on use: it loads SQLAlchemy
+
+    def model_snapshot(type_prefix: str | None) -> SchemaSnapshot:
+        return model_schema.snapshot_from_metadata(metadata, schema, source_schema=source_schema, conn=conn,
+                                                   type_prefix=type_prefix)
+
+    return compare_with(conn, schema, model_snapshot, exclude_tables=exclude_tables)
+
+
+def compare_with(conn: psycopg.Connection, schema: str, model_snapshot: Callable[[str | None], SchemaSnapshot], *,
+                 exclude_tables: Collection[str] = ()) -> DiffResult:
+    """Like :func:`compare`, with the model side built by ``model_snapshot(type_prefix)``.
+
+    The callback gets the catalog's type prefix, so a cached model snapshot can be used
+    when the models have not changed.
+    """
     db_snapshot = catalog.read_schema(conn, schema)
     if exclude_tables:
         kept = {name: table for name, table in db_snapshot.tables.items() if name not in exclude_tables}
         db_snapshot = dataclasses.replace(db_snapshot, tables=kept)
-    model_snapshot = model_schema.snapshot_from_metadata(metadata, schema, source_schema=source_schema, conn=conn,
-                                                         type_prefix=db_snapshot.type_prefix)
+    model = model_snapshot(db_snapshot.type_prefix)
 
-    planned = diff_snapshots(model_snapshot, db_snapshot)
+    planned = diff_snapshots(model, db_snapshot)
     changes = tuple(change for change in planned if change.kind != ChangeKind.NOT_COMPARABLE)
-    notes = model_snapshot.not_comparable + db_snapshot.not_comparable
+    notes = model.not_comparable + db_snapshot.not_comparable
     log.info("schema %s: %d change(s), %d object(s) not comparable", schema, len(changes), len(notes))
-    round_trips = db_snapshot.round_trips + model_snapshot.round_trips
-    return DiffResult(changes, notes, round_trips, model_snapshot, db_snapshot)
+    round_trips = db_snapshot.round_trips + model.round_trips
+    return DiffResult(changes, notes, round_trips, model, db_snapshot)
 
 
 @dataclass
