@@ -130,7 +130,7 @@ def render_file(changes: Sequence[Change], schema: str) -> str:
     """Render changes as a migration file that writes ``${schema}`` instead of the schema name.
 
     The file opts out of the single transaction when a statement cannot run in one, or
-    when a constraint is added NOT VALID and validated later: in one transaction the lock
+    when a constraint is added NOT VALID and validated later. In one transaction, the lock
     taken by the first statement would be held through the whole validation scan. The
     additive statements that db.migrate may already have applied from the models get
     IF NOT EXISTS, so the file also runs on a database that has them.

@@ -40,7 +40,7 @@ START_TIMEOUT_S = 60
 
 @dataclass(frozen=True)
 class ServerStatus:
-    """What ``db.server.status`` reports."""
+    """State of the embedded server, as ``db.server.status`` reports it."""
 
     running: bool
     data_dir: Path
@@ -147,7 +147,7 @@ class EmbeddedServer:
         return self.data_dir.parent / (self.data_dir.name + ".port")
 
     def _reusable_port(self) -> int | None:
-        """The port of the previous start, so a URL copied into a client keeps working, if still free."""
+        """Return the port of the previous start if it is still free, so a copied URL keeps working."""
         try:
             port = int(self._port_file.read_text().strip())
         except (OSError, ValueError):

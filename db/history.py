@@ -169,7 +169,7 @@ def insert_row(conn: psycopg.Connection, schema: str, *, version: int | None, na
 def insert_statement(schema: str, *, version: int | None, name: str, kind: str, status: str,
                      checksum: str | None, checksum_version: int | None, statement_count: int,
                      client: str | None) -> sql.Composed:
-    """An INSERT of a finished row with its values inlined, to append to a larger script.
+    """Build an INSERT of a finished row with its values inlined, to append to a larger script.
 
     Its execution time is measured by the server: from the arrival of the query message
     that carries the script (``statement_timestamp()``) to the INSERT itself.

@@ -63,7 +63,7 @@ class MigrationLock:
 
     @classmethod
     def for_settings(cls, settings: Settings, on_wait: Callable[[LockHolder], None] | None = None) -> MigrationLock:
-        """The lock of the configured schema, with the configured expiry and wait times."""
+        """Build the lock of the configured schema, with the configured expiry and wait times."""
         return cls(settings.database_url, settings.schema, ttl=settings.migration_lock_ttl,
                    wait_timeout=settings.lock_wait_timeout, connect_timeout=settings.connect_timeout,
                    on_wait=on_wait)

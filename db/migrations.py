@@ -157,14 +157,14 @@ def _describe_unfinished(row: HistoryRow) -> str:
 
 
 def unfinished_hint(versions: list[int]) -> str:
-    """What to do about files that stopped half-way, naming their versions."""
+    """Build the hint for files that stopped half-way, naming their versions."""
     return _("fix the cause, then either finish the remaining statements by hand and run "
              "`invoke db.resolve {version}`, or undo the statements that ran and run `invoke db.repair` "
              "so the file runs again from its first statement", version=versions[0] if versions else "VERSION")
 
 
 def problem_hints(plan: Plan) -> list[str]:
-    """What to do about each kind of inconsistency the plan found."""
+    """List the hints for each kind of inconsistency the plan found."""
     hints = {
         UNFINISHED: unfinished_hint([r.version for r in plan.rows if r.version is not None
                                      and r.status in (history.STATUS_FAILED, history.STATUS_RUNNING)]),
@@ -246,10 +246,9 @@ def _apply_in_one_round_trip(conn: psycopg.Connection, settings: Settings, migra
                              parsed: SqlFile) -> int | None:
     """Send BEGIN, the timeouts, every statement and the history row as one query, then COMMIT.
 
-    This saves two round trips per statement. COMMIT goes on its own so that the client
-    must be alive to commit: a server runs a received script to its end even after its
-    client was killed, and a COMMIT inside the script would then commit after the
-    migration lock expired. Return the elapsed milliseconds, or None when a statement
+    This saves two round trips per statement. COMMIT goes on its own so that only a live
+    client can commit. A server runs a received script to its end even after its client
+    was killed, so a COMMIT inside the script could commit after the migration lock expired. Return the elapsed milliseconds, or None when a statement
     failed: the server then skipped the rest, and the transaction has been rolled back.
     """
     if any(statement.copy_data is not None for statement in parsed.statements):

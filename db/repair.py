@@ -16,7 +16,7 @@ from db.sqlfile import CHECKSUM_VERSION
 
 @dataclass
 class RepairResult:
-    """What ``repair`` changed."""
+    """Changes made by ``repair``."""
 
     checksums_updated: list[str] = field(default_factory=list)
     unfinished_removed: list[str] = field(default_factory=list)

@@ -62,7 +62,7 @@ def _replay(conn: psycopg.Connection, migration: LocalMigration, values: dict[st
 
 
 def _in_transaction_form(statement: Statement, migration: LocalMigration) -> str | None:
-    """The statement as it can run in the scratch transaction, or None when it changes no schema.
+    """Rewrite a statement to run in the scratch transaction; return None when it changes no schema.
 
     CREATE and DROP INDEX CONCURRENTLY build the same objects without CONCURRENTLY, and
     maintenance statements (VACUUM, REINDEX, CLUSTER, ...) change no schema at all.

@@ -20,7 +20,7 @@ from psycopg import sql
 from tests.conftest import PgBouncer
 from db import history
 from db.repair import unlock
-from tests.test_lock import MIGRATOR, ROOT, suite_env
+from tests.test_lock import ROOT, start_migrator, suite_env
 
 FILE_COUNT = 10
 ROWS_PER_FILE = 2000
@@ -49,14 +49,6 @@ def write_files(folder: Path, files: dict[str, str]) -> Path:
     for name, content in files.items():
         (folder / name).write_text(content)
     return folder
-
-
-def start_migrator(tmp_path: Path, folder: Path, env: dict[str, str]) -> subprocess.Popen:
-    script = tmp_path / "migrator.py"
-    if not script.exists():
-        script.write_text(MIGRATOR)
-    return subprocess.Popen([sys.executable, str(script), str(folder)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def file_states(conn: psycopg.Connection, schema: str) -> dict[int, tuple[bool, int | None, bool]]:
