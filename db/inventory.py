@@ -19,16 +19,6 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
 """
 
-_COLUMNS = """
-SELECT c.relname, a.attname
-FROM pg_catalog.pg_attribute a
-JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY c.relname, a.attnum
-"""
-
-
 @dataclass(frozen=True)
 class TableStats:
     """Presence, estimated row count and total size (with indexes and TOAST) of one table."""
@@ -55,13 +45,6 @@ def table_stats(conn: psycopg.Connection, schema: str, names: Sequence[str]) -> 
         else:
             result.append(TableStats(name, False))
     return result
-
-
-def columns_by_table(conn: psycopg.Connection, schema: str) -> dict[str, list[str]]:
-    columns: dict[str, list[str]] = {}
-    for table, column in conn.execute(_COLUMNS, (schema,)):
-        columns.setdefault(table, []).append(column)
-    return columns
 
 
 def server_version(conn: psycopg.Connection) -> tuple[int, str]:

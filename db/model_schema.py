@@ -151,7 +151,7 @@ def _with_sources(rendered: Table, offline: Table) -> Table:
 
 
 def _compile(clause: sa.sql.ClauseElement | str) -> str:
-    """The SQL text of a model expression, with bound values rendered as literals."""
+    """Compile a model expression to SQL text, with bound values rendered as literals."""
     if isinstance(clause, str):
         return clause
     return str(clause.compile(dialect=DIALECT, compile_kwargs={"literal_binds": True}))

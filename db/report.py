@@ -88,10 +88,6 @@ def error(exc: TextLoomError) -> None:
         notice(_("hint: {hint}", hint=exc.hint))
 
 
-def is_terminal() -> bool:
-    return sys.stdout.isatty()
-
-
 def format_bytes(size: int | None) -> str:
     if size is None:
         return "-"

@@ -87,7 +87,7 @@ def compare_with(conn: psycopg.Connection, schema: str, model_snapshot: Callable
 
 @dataclass
 class RoundTrips:
-    """The number of requests a block sent that each waited for the server's answer."""
+    """Count of the requests a block sent that each waited for the server's reply."""
 
     count: int = 0
 

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -60,7 +60,6 @@ class VerifyContext:
     conn: psycopg.Connection | None = None
     connect_error: TextLoomError | None = None
     connect_ms: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Check = Callable[[VerifyContext], CheckResult]
