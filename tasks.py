@@ -37,6 +37,11 @@ def db_task(*args: Any, **kwargs: Any) -> Callable:
                 if not isinstance(exc, ProblemFound):
                     report.error(exc)
                 raise Exit(code=exc.exit_code) from None
+            except KeyboardInterrupt:
+                # The open transaction was rolled back and the lock released on the way out.
+                report.notice(_("interrupted: an unfinished transaction was rolled back; "
+                                "`invoke db.history` shows what was applied"))
+                raise Exit(code=130) from None
             except psycopg.Error as exc:
                 # A server error the suite did not anticipate: still a clean message and exit 3.
                 report.error(DatabaseError(_("database error: {error}", error=str(exc).strip()),

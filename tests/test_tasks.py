@@ -402,3 +402,29 @@ def test_data_error_hint_points_at_rows(env, tmp_path):
     assert result.returncode == 3
     assert "0002_narrow.sql, line 1" in result.stderr
     assert "rows in the table" in result.stderr
+
+
+def test_interrupt_rolls_back(env, tmp_path, conn, schema):
+    import signal
+    import time
+
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "0001_slow.sql").write_text(
+        "CREATE TABLE ${schema}.slow (id int);\nSELECT pg_sleep(30);\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TEXTLOOM_", "DATABASE_URL"))}
+    process = subprocess.Popen([sys.executable, "-m", "invoke", "db.migrate", "--no-auto"], cwd=ROOT,
+                               env={**base, **env, "TEXTLOOM_LANG": "en", "TEXTLOOM_MIGRATIONS_DIR": str(sql_dir)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(30)%%' "
+                           "AND pid <> pg_backend_pid()").fetchone()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    assert "interrupted" in err
+    assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.slow",)).fetchone()[0] is None
