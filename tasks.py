@@ -61,12 +61,13 @@ def db_task(*args: Any, **kwargs: Any) -> Callable:
 def _embedded_url() -> str:
     server = EmbeddedServer()
     status = server.start()
+    values = {"version": server.version(), "url": status.url, "path": ".textloom/pgdata"}
     if status.was_started:
         report.notice(_("Started the embedded PostgreSQL {version} at {url} (data in {path}); set DATABASE_URL "
-                        "to use another server.", version=server.version(), url=status.url, path=".textloom/pgdata"))
+                        "to use another server.", **values))
     else:
         report.notice(_("Using the embedded PostgreSQL {version} at {url} (data in {path}); set DATABASE_URL "
-                        "to use another server.", version=server.version(), url=status.url, path=".textloom/pgdata"))
+                        "to use another server.", **values))
     return status.url
 
 
@@ -166,7 +167,7 @@ def verify_(c, json=False, strict=False):
 @db_task(help={"yes": "do not ask for confirmation (needed when stdin is not a terminal)",
                "allow_production": "allow this in production (TEXTLOOM_ENV=production)"})
 def drop(c, yes=False, allow_production=False):
-    """Drop every object in the suite's schema: tables, functions, types, history (asks first)."""
+    """Drop every object in the suite's schema: tables, functions, types, history (confirms first)."""
     settings = settings_for(c)
     _require_destructive_ok(c, settings, _("drop every object"), yes, allow_production)
     dropped = maintenance.drop_suite(settings)
@@ -176,7 +177,7 @@ def drop(c, yes=False, allow_production=False):
 @db_task(help={"yes": "do not ask for confirmation (needed when stdin is not a terminal)",
                "allow_production": "allow this in production (TEXTLOOM_ENV=production)"})
 def reset(c, yes=False, allow_production=False):
-    """Drop everything, then create it again (asks first)."""
+    """Drop everything, then create it again (confirms first)."""
     settings = settings_for(c)
     _require_destructive_ok(c, settings, _("drop and re-create every object"), yes, allow_production)
     dropped = maintenance.drop_suite(settings)
@@ -202,6 +203,7 @@ def seed(c):
 def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=None):
     """Apply pending migrations, then the safe additive differences from the models."""
     from db import drift
+    from db.diff import render_script
 
     settings = settings_for(c)
     progress = ConsoleProgress()
@@ -232,7 +234,7 @@ def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=No
         report.notice(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
     if outcome.review:
         report.echo(_("{count} difference(s) need review and were not applied:", count=len(outcome.review)))
-        report.echo(render_changes_sql(outcome.review))
+        report.echo(render_script(outcome.review))
         raise ProblemFound("changes need review")
 
 
@@ -243,6 +245,7 @@ def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=No
 def diff(c, json=False, sql=False, write=None, models=None):
     """Compare the models with the database; exit 1 when they differ."""
     from db import drift
+    from db.diff import render_script
 
     settings = settings_for(c)
     metadata, source_schema = drift.load_metadata(models)
@@ -265,19 +268,13 @@ def diff(c, json=False, sql=False, write=None, models=None):
         report.json_document({"schema": settings.schema, "changes": result.changes,
                               "not_comparable": result.not_comparable, "round_trips": result.round_trips})
     elif sql:
-        report.echo(render_changes_sql(result.changes))
+        report.echo(render_script(result.changes))
     else:
         report.changes(result.changes, result.not_comparable)
         if not result.changes:
             report.echo(_("No differences: schema {schema} matches the models.", schema=settings.schema))
     if result.changes:
         raise ProblemFound("differences found")
-
-
-def render_changes_sql(changes) -> str:
-    from db.diff import render_script
-
-    return render_script(changes)
 
 
 @db_task(help={"json": "print one JSON document instead of a table"})

@@ -71,7 +71,7 @@ class ChangeKind(enum.StrEnum):
 
 
 class Hazard(enum.StrEnum):
-    """How risky applying a change is; :attr:`risk` says why in one line."""
+    """Risk level of applying a change; :attr:`risk` explains it in one line."""
 
     SAFE = "safe"
     LOCKS = "locks"
@@ -339,7 +339,7 @@ def _compare_column(context: _Context, table: str, model: Column, db: Column) ->
     alter = f"ALTER TABLE {context.table(table)} ALTER COLUMN {quote(model.name)}"
 
     if model.generated != db.generated:
-        # A generated column holds derived data only, so dropping and adding it loses nothing.
+        # A generated column contains derived data only, so dropping and adding it loses nothing.
         statements = (f"ALTER TABLE {context.table(table)} DROP COLUMN {quote(model.name)}",
                       f"ALTER TABLE {context.table(table)} ADD COLUMN {_column_definition(table, model)}")
         return [Change(ChangeKind.ALTER_GENERATED, name, model.generated, db.generated, Hazard.REWRITES,

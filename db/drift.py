@@ -1,9 +1,10 @@
 """What remains between the models and the database after the files: plan it, apply the safe part.
 
-``db.diff`` shows the changes; ``db.migrate`` applies the additive ones that cannot hurt a
-running system (a new table, a new nullable column, an index built concurrently) and
-records each in the history with its SQL. Everything else waits for a person: it is
-listed with its SQL and hazard, and written to a numbered file with ``db.diff --write``.
+``db.diff`` shows the changes. ``db.migrate`` applies the additive ones that cannot hurt a
+running system (a new table, a new column that is nullable or has a constant default, an
+index built concurrently) and records each in the history with its SQL. Everything else
+waits for a person, who sees it listed with its SQL and hazard and can write it to a
+numbered file with ``db.diff --write``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Keep the message catalogs in step with the code (development only, needs Babel).
 
-``extract`` collects every ``_("...")`` call of ``db/`` and ``tasks.py`` plus the task
-docstrings and option help texts, which Invoke shows in ``--help`` and ``--list``;
-``update`` merges them into each ``.po`` file, keeping existing translations.
+``extract`` collects every ``_("...")`` call of ``db/`` and ``tasks.py``, plus the task
+docstrings and option help texts that Invoke shows in ``--help`` and ``--list``.
+``update`` merges them into each ``.po`` file and keeps the existing translations.
 """
 
 from __future__ import annotations

@@ -54,10 +54,10 @@ def server_version(conn: psycopg.Connection) -> tuple[int, str]:
 
 
 # Objects of one schema in the order to drop them, each name already quoted (regclass,
-# regprocedure and regtype casts quote and qualify). Left out: objects an extension
-# owns (the extension drops them), partitions (they go with their parent), sequences
-# owned by a column (they go with their table), and the row types of tables and the
-# array types (they go with what they belong to).
+# regprocedure and regtype casts quote and qualify). Some objects are left out because
+# something else drops them: objects an extension owns go with the extension, partitions
+# with their parent, sequences owned by a column with their table, and row and array
+# types with what they belong to.
 _SCHEMA_OBJECTS = """
 WITH target AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s),
 members AS (SELECT classid, objid FROM pg_catalog.pg_depend WHERE deptype = 'e')

@@ -3,7 +3,7 @@
 A session advisory lock would stay on whichever server connection pgbouncer happened to
 use, and a lock held in an open transaction would make ``CREATE INDEX CONCURRENTLY`` wait
 for ever. So the lock is a row with an owner and an expiry time. The holder renews the
-expiry from a background thread; a holder killed with SIGKILL stops renewing, and the next
+expiry from a background thread. A holder killed with SIGKILL stops renewing, so the next
 migrator takes the row over once it has expired, after at most ``ttl`` seconds.
 """
 

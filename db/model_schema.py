@@ -62,7 +62,7 @@ def snapshot_from_metadata(metadata: sa.MetaData, schema: str, *, source_schema:
     something offline normalisation cannot handle (see the module docstring). The connection
     must be in autocommit mode and is left as it was. ``type_prefix`` is how the server
     qualifies the schema's own types (:attr:`SchemaSnapshot.type_prefix` of the catalog
-    snapshot); without it one more round trip asks the server.
+    snapshot); without it, one more round trip fetches it from the server.
     """
     tables = select_tables(metadata, schema, source_schema)
     if conn is None:
@@ -97,7 +97,7 @@ def snapshot_from_metadata(metadata: sa.MetaData, schema: str, *, source_schema:
 def select_tables(metadata: sa.MetaData, schema: str, source_schema: str | None) -> list[sa.Table]:
     """Return the tables of ``metadata`` that map to ``schema``, in the metadata's order."""
     # No dependency order is needed, because rendered tables are created without their
-    # foreign keys; sorting a thousand tables would cost more than the rest of the snapshot.
+    # foreign keys. Sorting a thousand tables would cost more than the rest of the snapshot.
     accepted = {None, source_schema, schema}
     return [table for table in metadata.tables.values() if table.schema in accepted]
 

@@ -67,9 +67,10 @@ class UniqueConstraint:
 class CheckConstraint:
     """A CHECK constraint with its expression as ``pg_get_expr`` renders it.
 
-    ``source`` is the expression as the model wrote it, for DDL only: PostgreSQL renders
-    some expressions differently once its own rendering is parsed again (an IN list over a
-    varchar column, say), so DDL built from the model's text keeps the next diff empty.
+    ``source`` is the expression as the model wrote it, and serves DDL only. PostgreSQL
+    renders some expressions differently once its own rendering is parsed again (an IN
+    list over a varchar column, say), so DDL built from the model's text keeps the next
+    diff empty.
     """
 
     name: str

@@ -225,7 +225,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def service() -> Iterator[tuple[str, type[_Handler]]]:
-    """A small HTTP server on 127.0.0.1 whose answer the test sets."""
+    """A small HTTP server on 127.0.0.1 whose response the test sets."""
     handler = type("Handler", (_Handler,), {})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
