@@ -7,6 +7,8 @@ one server (tests, several TextLoom databases) never share bookkeeping.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import re
 from dataclasses import dataclass
 
 import psycopg
@@ -166,20 +168,38 @@ def insert_row(conn: psycopg.Connection, schema: str, *, version: int | None, na
     return row[0]
 
 
-def insert_statement(schema: str, *, version: int | None, name: str, kind: str, status: str,
-                     checksum: str | None, checksum_version: int | None, statement_count: int,
-                     client: str | None) -> sql.Composed:
+def insert_statement(conn: psycopg.Connection, schema: str, *, version: int | None, name: str, kind: str,
+                     status: str, checksum: str | None, checksum_version: int | None, statement_count: int,
+                     client: str | None) -> str:
     """Build an INSERT of a finished row with its values inlined, to append to a larger script.
 
     Its execution time is measured by the server: from the arrival of the query message
-    that carries the script (``statement_timestamp()``) to the INSERT itself.
+    that carries the script (``statement_timestamp()``) to the INSERT itself. The runner
+    builds one per file, so the common values are quoted without psycopg's composition.
     """
-    values = [version, name, kind, status, checksum, checksum_version, statement_count, statement_count, client]
-    return sql.SQL(
-        "INSERT INTO {} (version, name, kind, status, checksum, checksum_version, statement_count, "
-        "statements_done, client, execution_ms) VALUES ({}, "
-        "(extract(epoch FROM pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::integer)"
-    ).format(table(schema, HISTORY_TABLE), sql.SQL(", ").join(sql.Literal(v) for v in values))
+    values = (version, name, kind, status, checksum, checksum_version, statement_count, statement_count, client)
+    return (f"{_insert_prefix(schema)}{', '.join(_literal(conn, value) for value in values)}, "
+            "(extract(epoch FROM pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::integer)")
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_prefix(schema: str) -> str:
+    return (f"INSERT INTO {table(schema, HISTORY_TABLE).as_string(None)} (version, name, kind, status, checksum, "
+            "checksum_version, statement_count, statements_done, client, execution_ms) VALUES (")
+
+
+# Text made only of these characters needs no escaping inside single quotes.
+_PLAIN_TEXT_RE = re.compile(r"[A-Za-z0-9_.:@/ -]*")
+
+
+def _literal(conn: psycopg.Connection, value: object) -> str:
+    if value is None:
+        return "NULL"
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, str) and _PLAIN_TEXT_RE.fullmatch(value):
+        return f"'{value}'"
+    return sql.Literal(value).as_string(conn)
 
 
 def _execute_and_commit(conn: psycopg.Connection, query: sql.Composable, params: tuple) -> None:

@@ -9,6 +9,7 @@ migration lock is held, so concurrent migrators apply each file exactly once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -75,7 +76,14 @@ class Plan:
 
 
 class Progress:
-    """Receives progress events; the task layer prints them."""
+    """Receives progress events; the task layer prints them.
+
+    ``announces_files`` is true when ``applying`` shows something to a person. Each file is
+    then committed before the next starts, so a finished file is never reported after the
+    next one was announced.
+    """
+
+    announces_files = False
 
     def waiting(self, holder: LockHolder) -> None: ...
     def applying(self, migration: LocalMigration, position: int, total: int) -> None: ...
@@ -202,22 +210,101 @@ def read_pending(pending: list[LocalMigration], schema: str) -> list[SqlFile]:
     return parsed
 
 
+# A file that ran faster than this commits together with the next file's script, which
+# saves one round trip per file; a slower one commits at once, so its line is not delayed.
+_HOLD_COMMIT_BELOW_MS = 100
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A transactional file whose statements and history row succeeded; its COMMIT is not sent yet."""
+
+    migration: LocalMigration
+    elapsed_ms: int
+
+
+def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[LocalMigration], parsed: list[SqlFile],
+               lock: MigrationLock, progress: Progress, result: RunResult) -> None:
+    """Apply the parsed files in order, each in its own transaction unless it opted out.
+
+    A quick transactional file is held open and its COMMIT is sent as the first command of
+    the next file's script. The COMMIT still comes from a live client that has seen the file
+    succeed, and it runs as soon as the script arrives.
+    """
+    held: _Held | None = None
+
+    def report(migration: LocalMigration, elapsed_ms: int) -> None:
+        progress.applied(migration, elapsed_ms)
+        result.applied.append((migration, elapsed_ms))
+
+    try:
+        for position, (migration, sql_file) in enumerate(zip(pending, parsed), start=1):
+            if lock.lost.is_set():
+                raise _lock_lost_error(migration, held)
+            in_one_script = _fits_one_script(sql_file)
+            if held is not None and not in_one_script:
+                _commit(conn, held.migration)
+                report(held.migration, held.elapsed_ms)
+                held = None
+            progress.applying(migration, position, len(pending))
+            if not in_one_script:
+                report(migration, apply_file(conn, settings, migration, sql_file, progress))
+                continue
+
+            elapsed_ms = _apply_in_one_script(conn, settings, migration, sql_file, commit_first=held)
+            if held is not None:
+                # The script began with the held file's COMMIT, which succeeded.
+                report(held.migration, held.elapsed_ms)
+                held = None
+            if elapsed_ms is None:
+                report(migration, _apply_by_statements(conn, settings, migration, sql_file, progress))
+            elif progress.announces_files or elapsed_ms >= _HOLD_COMMIT_BELOW_MS:
+                _commit(conn, migration)
+                report(migration, elapsed_ms)
+            else:
+                held = _Held(migration, elapsed_ms)
+        if held is not None:
+            _commit(conn, held.migration)
+            report(held.migration, held.elapsed_ms)
+    finally:
+        # A held file whose COMMIT was never sent is rolled back here, on error or interrupt.
+        rollback_open_transaction(conn)
+
+
+def _lock_lost_error(migration: LocalMigration, held: _Held | None) -> MigrationError:
+    message = _("the migration lock was lost before {file}", file=migration.name)
+    if held is not None:
+        message = _("{message}; {file} ran but is rolled back, not committed", message=message,
+                    file=held.migration.name)
+    return MigrationError(message, hint=_("another migrator took over after the lock expired; run "
+                                         "`invoke db.migrate` again"))
+
+
 def apply_file(conn: psycopg.Connection, settings: Settings, migration: LocalMigration, parsed: SqlFile,
                progress: Progress) -> int:
-    """Apply one parsed file and record it; return the elapsed milliseconds."""
-    if parsed.is_transactional:
-        return _apply_transactional(conn, settings, migration, parsed, progress)
-    return _apply_statement_by_statement(conn, settings, migration, parsed)
+    """Apply one parsed file, record it and commit; return the elapsed milliseconds."""
+    if not parsed.is_transactional:
+        return _apply_statement_by_statement(conn, settings, migration, parsed)
+    if _fits_one_script(parsed):
+        elapsed_ms = _apply_in_one_script(conn, settings, migration, parsed, commit_first=None)
+        if elapsed_ms is not None:
+            _commit(conn, migration)
+            return elapsed_ms
+    return _apply_by_statements(conn, settings, migration, parsed, progress)
 
 
-def _apply_transactional(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
+def _fits_one_script(parsed: SqlFile) -> bool:
+    # COPY data cannot travel inside a simple query.
+    return parsed.is_transactional and all(statement.copy_data is None for statement in parsed.statements)
+
+
+def _apply_by_statements(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
                          parsed: SqlFile, progress: Progress) -> int:
-    elapsed_ms = _apply_in_one_round_trip(conn, settings, migration, parsed)
-    if elapsed_ms is not None:
-        return elapsed_ms
+    """Run a transactional file statement by statement in one transaction, with lock retries.
 
-    # The fast path failed and rolled back. Running the file again statement by statement
-    # names the statement that fails, and retries after lock timeouts.
+    This names the statement that fails. It is the path for files with COPY data, and the
+    second attempt after the whole script failed and was rolled back.
+    """
     attempt = 0
     while True:
         started = time.perf_counter()
@@ -242,47 +329,75 @@ def _apply_transactional(conn: psycopg.Connection, settings: Settings, migration
             raise
 
 
-def _apply_in_one_round_trip(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
-                             parsed: SqlFile) -> int | None:
-    """Send BEGIN, the timeouts, every statement and the history row as one query, then COMMIT.
+def _apply_in_one_script(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
+                         parsed: SqlFile, *, commit_first: _Held | None) -> int | None:
+    """Send BEGIN, the timeouts, every statement and the history row as one query.
 
-    This saves two round trips per statement. COMMIT goes on its own so that only a live
-    client can commit. A server runs a received script to its end even after its client
-    was killed, so a COMMIT inside the script could commit after the migration lock expired. Return the elapsed milliseconds, or None when a statement
-    failed: the server then skipped the rest, and the transaction has been rolled back.
+    With ``commit_first``, the script starts with the COMMIT of that held file. On success
+    the file's transaction is left open for the caller to commit, and the elapsed
+    milliseconds are returned. The COMMIT never goes at the end of the script: a server runs
+    a received script to its end even after its client was killed, so a COMMIT there could
+    land after the migration lock expired.
+
+    When a statement fails, the server skips the rest of the script; the transaction is
+    rolled back and None is returned, and a held file has been committed. When the held
+    file's COMMIT fails, the server skips the rest as well, and MigrationError names it.
     """
-    if any(statement.copy_data is not None for statement in parsed.statements):
-        return None
-
     started = time.perf_counter()
-    timeouts = sql.SQL("SELECT pg_catalog.set_config('lock_timeout', {}, true), "
-                       "pg_catalog.set_config('statement_timeout', {}, true)").format(
-        sql.Literal(f"{int(settings.lock_timeout * 1000)}ms"),
-        sql.Literal(f"{int(settings.statement_timeout * 1000)}ms"))
     record = history.insert_statement(
-        settings.schema, version=migration.version, name=migration.name, kind=history.KIND_FILE,
+        conn, settings.schema, version=migration.version, name=migration.name, kind=history.KIND_FILE,
         status=history.STATUS_APPLIED, checksum=migration.checksum, checksum_version=CHECKSUM_VERSION,
         statement_count=len(parsed.statements), client=client_label())
-    parts = ["BEGIN", timeouts.as_string(conn), *(s.text for s in parsed.statements), record.as_string(conn)]
+    parts = ["BEGIN", _timeouts_sql(settings), *(s.text for s in parsed.statements), record]
+    if commit_first is not None:
+        parts.insert(0, "COMMIT")
 
     try:
         # A ClientCursor sends the script as one simple query; with no parameters, psycopg
         # leaves % signs in the statements alone.
         with psycopg.ClientCursor(conn) as cur:
             cur.execute(";\n".join(parts))
-            cur.execute("COMMIT")
     except psycopg.Error as exc:
+        # After a failed COMMIT the server ends that transaction and skips the rest, so the
+        # connection is idle; after a failure past BEGIN it is in a failed transaction.
+        commit_failed = (commit_first is not None and not is_connection_lost(exc)
+                         and conn.info.transaction_status == TransactionStatus.IDLE)
         rollback_open_transaction(conn)
+        if commit_failed:
+            raise _commit_error(commit_first.migration, exc) from None
         if is_connection_lost(exc):
+            if commit_first is not None:
+                file = _("{file} (and the COMMIT of {held})", file=migration.name, held=commit_first.migration.name)
+            else:
+                file = migration.name
             raise MigrationError(
                 _("{file}: the connection was lost while the file ran: {error} (nothing of this file was "
                   "applied unless COMMIT reached the server; `invoke db.history` shows which)",
-                  file=migration.name, error=(exc.diag.message_primary or str(exc)).strip()),
+                  file=file, error=(exc.diag.message_primary or str(exc)).strip()),
                 hint=_("the connection to the server was lost; check the server or pgbouncer, then run "
                        "`invoke db.migrate` again")) from None
         log.info("%s failed in one round trip (%s); running it statement by statement", migration.name, exc)
         return None
     return _elapsed_ms(started)
+
+
+@functools.lru_cache(maxsize=8)
+def _timeouts_sql_for(lock_timeout_ms: int, statement_timeout_ms: int) -> str:
+    return (f"SELECT pg_catalog.set_config('lock_timeout', '{lock_timeout_ms}ms', true), "
+            f"pg_catalog.set_config('statement_timeout', '{statement_timeout_ms}ms', true)")
+
+
+def _timeouts_sql(settings: Settings) -> str:
+    """The query that sets both timeouts for the current transaction; the values are integers."""
+    return _timeouts_sql_for(int(settings.lock_timeout * 1000), int(settings.statement_timeout * 1000))
+
+
+def _commit(conn: psycopg.Connection, migration: LocalMigration) -> None:
+    try:
+        conn.execute("COMMIT")
+    except psycopg.Error as exc:
+        rollback_open_transaction(conn)
+        raise _commit_error(migration, exc) from None
 
 
 def _record_and_commit(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
@@ -298,17 +413,21 @@ def _record_and_commit(conn: psycopg.Connection, settings: Settings, migration: 
             checksum_version=CHECKSUM_VERSION, statement_count=statement_count,
             statements_done=statement_count, client=client_label(), execution_ms=elapsed_ms, commit=True)
     except psycopg.Error as exc:
-        if is_connection_lost(exc):
-            hint = _("the connection to the server was lost; check the server or pgbouncer, then run "
-                     "`invoke db.migrate` again")
-        else:
-            hint = _("fix the file so that its transaction can commit, then run `invoke db.migrate` again")
-        raise MigrationError(
-            _("{file}: recording the file in the history and committing failed: {error} "
-              "(nothing of this file was applied unless the commit reached the server; "
-              "`invoke db.history` shows which)",
-              file=migration.name, error=(exc.diag.message_primary or str(exc)).strip()),
-            hint=hint) from None
+        raise _commit_error(migration, exc) from None
+
+
+def _commit_error(migration: LocalMigration, exc: psycopg.Error) -> MigrationError:
+    if is_connection_lost(exc):
+        hint = _("the connection to the server was lost; check the server or pgbouncer, then run "
+                 "`invoke db.migrate` again")
+    else:
+        hint = _("fix the file so that its transaction can commit, then run `invoke db.migrate` again")
+    return MigrationError(
+        _("{file}: recording the file in the history and committing failed: {error} "
+          "(nothing of this file was applied unless the commit reached the server; "
+          "`invoke db.history` shows which)",
+          file=migration.name, error=(exc.diag.message_primary or str(exc)).strip()),
+        hint=hint)
 
 
 def _apply_statement_by_statement(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
@@ -557,15 +676,7 @@ def _apply_pending(conn: psycopg.Connection, settings: Settings, local: list[Loc
     parsed = read_pending(plan.pending, settings.schema)
 
     result = RunResult(pending=plan.pending)
-    for position, (migration, sql_file) in enumerate(zip(plan.pending, parsed), start=1):
-        if lock.lost.is_set():
-            raise MigrationError(_("the migration lock was lost before {file}", file=migration.name),
-                                 hint=_("another migrator took over after the lock expired; run "
-                                        "`invoke db.migrate` again"))
-        progress.applying(migration, position, len(plan.pending))
-        elapsed_ms = apply_file(conn, settings, migration, sql_file, progress)
-        progress.applied(migration, elapsed_ms)
-        result.applied.append((migration, elapsed_ms))
+    _apply_all(conn, settings, plan.pending, parsed, lock, progress, result)
     return result
 
 

@@ -22,6 +22,7 @@ class ConsoleProgress(Progress):
         self.quiet = quiet
         self.started = time.perf_counter()
         self.is_terminal = sys.stderr.isatty()
+        self.announces_files = self.is_terminal and not quiet
 
     def waiting(self, holder: LockHolder) -> None:
         report.notice(_("Waiting for the migration lock held by host {host}, pid {pid}, since {since}...",

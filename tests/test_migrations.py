@@ -433,6 +433,119 @@ def test_pending_files_apply_in_order(tmp_path, settings, conn, schema):
     assert run_migrations(settings, sql_dir=folder).applied == []
 
 
+# --- a quick file's COMMIT travels with the next file's script ---------------------------
+
+DEFERRED_VIOLATION = """\
+CREATE TABLE ${schema}.parents (id int PRIMARY KEY);
+CREATE TABLE ${schema}.children (parent_id int REFERENCES ${schema}.parents DEFERRABLE INITIALLY DEFERRED);
+INSERT INTO ${schema}.children VALUES (42);
+"""
+
+
+class OrderProgress(Progress):
+    """Record the order of applying and applied events."""
+
+    def __init__(self, *, announces_files: bool = False) -> None:
+        self.events: list[tuple[str, int]] = []
+        self.announces_files = announces_files
+
+    def applying(self, migration, position, total):
+        self.events.append(("applying", migration.version))
+
+    def applied(self, migration, elapsed_ms):
+        self.events.append(("applied", migration.version))
+
+
+def test_failed_deferred_commit_names_held_file(tmp_path, settings, conn, schema):
+    # The constraint fails only at COMMIT, which rides on the next file's script.
+    folder = write_files(tmp_path / "sql", {
+        "0001_events.sql": EVENTS,
+        "0002_deferred.sql": DEFERRED_VIOLATION,
+        "0003_next.sql": "CREATE TABLE ${schema}.later (id int);\n",
+    })
+
+    with pytest.raises(MigrationError) as caught:
+        run_migrations(settings, sql_dir=folder)
+
+    assert "0002_deferred.sql" in caught.value.message
+    assert "committing failed" in caught.value.message
+    assert [row.version for row in history_rows(conn, schema)] == [1]
+    assert not table_exists(conn, schema, "parents")
+    assert not table_exists(conn, schema, "later")
+
+
+def test_failure_after_held_file_keeps_it(tmp_path, settings, conn, schema):
+    folder = write_files(tmp_path / "sql", {
+        "0001_events.sql": EVENTS,
+        "0002_bad.sql": "CREATE TABLE ${schema}.fine (id int);\nSELECT 1 / 0;\n",
+    })
+    progress = OrderProgress()
+
+    with pytest.raises(MigrationError) as caught:
+        run_migrations(settings, sql_dir=folder, progress=progress)
+
+    assert "0002_bad.sql, line 2" in caught.value.message
+    assert [row.version for row in history_rows(conn, schema)] == [1]
+    assert table_exists(conn, schema, "events")
+    assert not table_exists(conn, schema, "fine")
+    assert ("applied", 1) in progress.events
+
+
+@pytest.mark.parametrize("announces_files", [False, True])
+def test_every_file_reported_once_in_order(tmp_path, settings, conn, schema, announces_files):
+    files = {f"{n:04d}_t{n}.sql": f"CREATE TABLE ${{schema}}.t{n} (id int);\n" for n in range(1, 6)}
+    files["0006_copy.sql"] = "COPY ${schema}.t1 (id) FROM stdin;\n7\n\\.\n"
+    files["0007_no_tx.sql"] = NO_TX + "CREATE INDEX CONCURRENTLY t2_id ON ${schema}.t2 (id);\n"
+    files["0008_last.sql"] = "CREATE TABLE ${schema}.t8 (id int);\n"
+    folder = write_files(tmp_path / "sql", files)
+    progress = OrderProgress(announces_files=announces_files)
+
+    run_migrations(settings, sql_dir=folder, progress=progress)
+
+    applied = [version for event, version in progress.events if event == "applied"]
+    assert applied == list(range(1, 9))
+    if announces_files:
+        # Each file is reported before the next one is announced.
+        assert progress.events == [(event, n) for n in range(1, 9) for event in ("applying", "applied")]
+    assert [row.version for row in history_rows(conn, schema)] == list(range(1, 9))
+    assert scalar(conn, "SELECT count(*) FROM {schema}.t1", schema) == 1
+
+
+class LostAfterFirstCheck:
+    """Stands in for the lock's ``lost`` event: clear at the first check, set from the second on."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        return self.checks > 1
+
+
+def test_lost_lock_rolls_back_held_file(tmp_path, settings, conn, schema, monkeypatch):
+    from db.lock import MigrationLock
+
+    folder = write_files(tmp_path / "sql", {
+        "0001_events.sql": EVENTS,
+        "0002_next.sql": "CREATE TABLE ${schema}.later (id int);\n",
+    })
+    original = MigrationLock.acquire
+
+    def acquire(self, connection):
+        original(self, connection)
+        self.lost = LostAfterFirstCheck()
+
+    monkeypatch.setattr(MigrationLock, "acquire", acquire)
+
+    with pytest.raises(MigrationError) as caught:
+        run_migrations(settings, sql_dir=folder)
+
+    assert "before 0002_next.sql" in caught.value.message
+    assert "0001_events.sql ran but is rolled back" in caught.value.message
+    assert history_rows(conn, schema) == []
+    assert not table_exists(conn, schema, "events")
+
+
 # --- lock_timeout with bounded retries ----------------------------------------------------
 
 ALTER_EVENTS = "ALTER TABLE ${schema}.events ADD COLUMN note text;\n"
@@ -525,3 +638,17 @@ def test_no_session_settings_leak(tmp_path, settings, pgbouncer, schema):
         for client in clients:
             client.close()
     assert values == [("0", "0")] * pgbouncer.pool_size
+
+
+@pytest.mark.parametrize("client", ["host-1.example:4242", "it's a \\ host", "主机:1", None])
+def test_inlined_history_row_round_trips(settings, conn, schema, client):
+    history.ensure_tables(conn, schema)
+    statement = history.insert_statement(
+        conn, schema, version=7, name="0007_add_things.sql", kind=history.KIND_FILE, status=history.STATUS_APPLIED,
+        checksum="ab" * 32, checksum_version=CHECKSUM_VERSION, statement_count=3, client=client)
+
+    conn.execute(statement)
+
+    (row,) = history_rows(conn, schema)
+    assert (row.version, row.name, row.checksum, row.statement_count, row.client) == (
+        7, "0007_add_things.sql", "ab" * 32, 3, client)
