@@ -339,9 +339,9 @@ def _apply_in_one_script(conn: psycopg.Connection, settings: Settings, migration
     a received script to its end even after its client was killed, so a COMMIT there could
     land after the migration lock expired.
 
-    When a statement fails, the server skips the rest of the script; the transaction is
-    rolled back and None is returned, and a held file has been committed. When the held
-    file's COMMIT fails, the server skips the rest as well, and MigrationError names it.
+    When a statement fails, the server skips the rest of the script. The transaction is
+    then rolled back and None is returned; a held file was committed before the failure.
+    When the held file's COMMIT fails, MigrationError names that file.
     """
     started = time.perf_counter()
     record = history.insert_statement(
@@ -358,8 +358,8 @@ def _apply_in_one_script(conn: psycopg.Connection, settings: Settings, migration
         with psycopg.ClientCursor(conn) as cur:
             cur.execute(";\n".join(parts))
     except psycopg.Error as exc:
-        # After a failed COMMIT the server ends that transaction and skips the rest, so the
-        # connection is idle; after a failure past BEGIN it is in a failed transaction.
+        # A failed COMMIT ends its transaction and the server skips the rest: the connection
+        # is idle. A failure after BEGIN leaves it in a failed transaction instead.
         commit_failed = (commit_first is not None and not is_connection_lost(exc)
                          and conn.info.transaction_status == TransactionStatus.IDLE)
         rollback_open_transaction(conn)
@@ -388,7 +388,7 @@ def _timeouts_sql_for(lock_timeout_ms: int, statement_timeout_ms: int) -> str:
 
 
 def _timeouts_sql(settings: Settings) -> str:
-    """The query that sets both timeouts for the current transaction; the values are integers."""
+    """Return the query that sets both timeouts for the current transaction (integer values only)."""
     return _timeouts_sql_for(int(settings.lock_timeout * 1000), int(settings.statement_timeout * 1000))
 
 

@@ -285,8 +285,8 @@ _TREE_TAGS = frozenset({
 def _parse(sql_text: str, source: str, source_map: _SourceMap) -> list[_RawStatement]:
     """Parse the text once into JSON, which costs a tenth of building pglast's Python tree.
 
-    A statement whose kind a check looks at is parsed again on its own into a tree
-    (``_needs_tree``); in a typical migration that is a small share of the statements.
+    Only a statement whose kind a check looks at is parsed again on its own into a tree
+    (``_needs_tree``). In a typical migration few statements are of those kinds.
     """
     try:
         document = json.loads(parser.parse_sql_json(sql_text))
