@@ -202,10 +202,12 @@ def seed(c):
                "models": "compare these models instead of TextLoom's: package.module:attribute"})
 def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=None):
     """Apply pending migrations, then the safe additive differences from the models."""
-    from db import drift
+    from db import drift, model_cache
     from db.diff import render_script
 
     settings = settings_for(c)
+    if models:
+        model_cache.split_spec(models)
     progress = ConsoleProgress()
     result = migrations.run_migrations(settings, sql_dir=settings.sql_dir, dry_run=dry_run,
                                        allow_out_of_order=allow_out_of_order, progress=progress)
@@ -219,9 +221,7 @@ def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=No
         report.notice(_("The comparison with the models runs after the pending files; it is not shown in a dry run."))
         return
 
-    metadata, source_schema = drift.load_metadata(models)
-    outcome = drift.apply_drift(settings, metadata, source_schema=source_schema, dry_run=dry_run,
-                                on_wait=progress.waiting)
+    outcome = drift.apply_drift(settings, models, dry_run=dry_run, on_wait=progress.waiting)
     if outcome.applied and not dry_run:
         report.notice(_("These changes came from the models and exist only in this database until a migration "
                         "file holds them: run `invoke db.diff --write NAME` and commit the file."))
@@ -244,16 +244,17 @@ def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=No
                "models": "compare these models instead of TextLoom's: package.module:attribute"})
 def diff(c, json=False, sql=False, write=None, models=None):
     """Compare the models with the database; exit 1 when they differ."""
-    from db import drift
+    from db import drift, model_cache
     from db.diff import render_script
 
     settings = settings_for(c)
-    metadata, source_schema = drift.load_metadata(models)
-    result = drift.plan(settings, metadata, source_schema=source_schema)
+    if models:
+        model_cache.split_spec(models)
+    result = drift.plan(settings, models)
 
     if write:
         path = drift.next_file_path(write, settings.sql_dir)
-        changes = drift.plan_against_files(settings, metadata, source_schema=source_schema)
+        changes = drift.plan_against_files(settings, models)
         if not changes:
             report.echo(_("No differences between the models and the schema the migration files build: "
                           "nothing to write."))

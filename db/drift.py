@@ -10,13 +10,11 @@ numbered file with ``db.diff --write``.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -29,7 +27,7 @@ from db.i18n import _
 from db.lock import MigrationLock
 from db.migrations import SQL_DIR, client_label, local_migrations, set_local_timeouts
 from db import model_cache
-from db.schema_diff import DiffResult, compare, compare_with
+from db.schema_diff import DiffResult, compare_with
 from db.sqlfile import NO_TRANSACTION_DIRECTIVE
 
 log = logging.getLogger(__name__)
@@ -41,22 +39,20 @@ _NEW_TABLE_FK = ChangeKind.ADD_CONSTRAINT
 _DESCRIPTION = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 
 
-def plan(settings: Settings, metadata: Any = None, *, source_schema: str | None = None) -> DiffResult:
+def plan(settings: Settings, models: str | None = None) -> DiffResult:
     """Diff the models against the configured schema, leaving out the bookkeeping tables.
 
-    Without ``metadata``, TextLoom's own models, whose snapshot comes from the cache when
-    they have not changed.
+    ``models`` is a ``package.module:attribute`` spec; without it, TextLoom's own models.
+    The model snapshot comes from the cache when nothing it was built from has changed.
     """
+    spec = models or model_cache.TEXTLOOM_MODELS
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
-        if metadata is None:
-            return compare_with(conn, settings.schema,
-                                lambda prefix: model_cache.textloom_snapshot(conn, settings.schema, prefix),
-                                exclude_tables=history.BOOKKEEPING_TABLES)
-        return compare(conn, metadata, settings.schema, source_schema=source_schema,
-                       exclude_tables=history.BOOKKEEPING_TABLES)
+        return compare_with(conn, settings.schema,
+                            lambda prefix: model_cache.model_snapshot(conn, spec, settings.schema, prefix),
+                            exclude_tables=history.BOOKKEEPING_TABLES)
 
 
-def plan_against_files(settings: Settings, metadata: Any, *, source_schema: str | None = None) -> list[Change]:
+def plan_against_files(settings: Settings, models: str | None = None) -> list[Change]:
     """Diff the models against the schema that the migration files build, not the live one.
 
     A new migration file must take any database that ran the earlier files to the models'
@@ -67,14 +63,12 @@ def plan_against_files(settings: Settings, metadata: Any, *, source_schema: str 
     from db.diff import diff_snapshots
     from db.replay import files_snapshot
 
-    if metadata is None:
-        from models import SCHEMA, metadata
-
-        source_schema = SCHEMA
+    loaded = model_cache.load(models or model_cache.TEXTLOOM_MODELS)
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
         expected = files_snapshot(conn, local_migrations(settings.sql_dir), settings.schema)
-        model = model_schema.snapshot_from_metadata(metadata, settings.schema, source_schema=source_schema,
-                                                    conn=conn, type_prefix=expected.type_prefix)
+        model = model_schema.snapshot_from_metadata(loaded.metadata, settings.schema,
+                                                    source_schema=loaded.source_schema, conn=conn,
+                                                    type_prefix=expected.type_prefix)
     return [c for c in diff_snapshots(model, expected) if c.kind != ChangeKind.NOT_COMPARABLE]
 
 
@@ -179,11 +173,11 @@ class DriftOutcome:
     not_comparable: tuple
 
 
-def apply_drift(settings: Settings, metadata: Any, *, source_schema: str | None = None,
-                dry_run: bool = False, on_wait=None) -> DriftOutcome:
+def apply_drift(settings: Settings, models: str | None = None, *, dry_run: bool = False,
+                on_wait=None) -> DriftOutcome:
     """Plan under the migration lock, apply the safe additive changes, return the rest."""
     if dry_run:
-        result = plan(settings, metadata, source_schema=source_schema)
+        result = plan(settings, models)
         auto, review = split_auto(result.changes)
         return DriftOutcome([(change, 0) for change in auto], review, result.not_comparable)
 
@@ -193,39 +187,8 @@ def apply_drift(settings: Settings, metadata: Any, *, source_schema: str | None 
         lock.acquire(conn)
     try:
         # Planned only now, under the lock: another migrator may have just applied the same change.
-        result = plan(settings, metadata, source_schema=source_schema)
+        result = plan(settings, models)
         auto, review = split_auto(result.changes)
         return DriftOutcome(apply_changes(settings, auto), review, result.not_comparable)
     finally:
         lock.release()
-
-
-def load_metadata(spec: str | None) -> tuple[Any, str | None]:
-    """Import ``package.module:attribute`` (a MetaData or a declarative base) and find its schema.
-
-    Without a spec, return (None, None): TextLoom's own models, which the planning
-    functions load themselves, from the snapshot cache when they can. The second value is
-    the one schema the tables name, which is mapped to the configured schema, or None when
-    they name none.
-    """
-    if not spec:
-        return None, None
-
-    module_name, _sep, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise UsageError(_("invalid --models value {value!r}: expected package.module:attribute", value=spec),
-                         hint=_("for example --models myapp.models:Base.metadata"))
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(_("cannot load models from {value!r}: {error}", value=spec, error=exc),
-                         hint=_("check the module path and that it imports from the project folder")) from None
-
-    metadata = getattr(target, "metadata", target)
-    if not hasattr(metadata, "sorted_tables"):
-        raise UsageError(_("{value!r} is not a SQLAlchemy MetaData or declarative base", value=spec),
-                         hint=_("point --models at a MetaData object or a declarative base class"))
-    schemas = {table.schema for table in metadata.sorted_tables if table.schema}
-    return metadata, schemas.pop() if len(schemas) == 1 else None
