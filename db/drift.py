@@ -48,7 +48,8 @@ def plan(settings: Settings, models: str | None = None) -> DiffResult:
     spec = models or model_cache.TEXTLOOM_MODELS
     with connect(settings.database_url, connect_timeout=settings.connect_timeout) as conn:
         return compare_with(conn, settings.schema,
-                            lambda prefix: model_cache.model_snapshot(conn, spec, settings.schema, prefix),
+                            lambda prefix, before_server: model_cache.model_snapshot(
+                                conn, spec, settings.schema, prefix, before_server=before_server),
                             exclude_tables=history.BOOKKEEPING_TABLES)
 
 

@@ -35,7 +35,7 @@ import pickle
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,8 +97,12 @@ def split_spec(spec: str) -> tuple[str, str]:
     return module_name, attribute
 
 
-def model_snapshot(conn: psycopg.Connection, spec: str, schema: str, type_prefix: str | None) -> SchemaSnapshot:
-    """Return the snapshot of the models of ``spec`` for ``schema``, from the cache when it is current."""
+def model_snapshot(conn: psycopg.Connection, spec: str, schema: str, type_prefix: str | None, *,
+                   before_server: Callable[[], object] | None = None) -> SchemaSnapshot:
+    """Return the snapshot of the models of ``spec`` for ``schema``, from the cache when it is current.
+
+    ``before_server`` is passed on to :func:`db.model_schema.snapshot_from_metadata`.
+    """
     module_name, _attribute = split_spec(spec)
     enabled = os.environ.get("TEXTLOOM_MODEL_CACHE", "on").strip().lower() not in _OFF_VALUES
     path = CACHE_DIR / f"models-{_key(conn, spec, schema, type_prefix)}.pickle" if enabled else None
@@ -113,7 +117,7 @@ def model_snapshot(conn: psycopg.Connection, spec: str, schema: str, type_prefix
     with _recording(module_name) as recorder:
         models = load(spec)
     snapshot = snapshot_from_metadata(models.metadata, schema, source_schema=models.source_schema, conn=conn,
-                                      type_prefix=type_prefix)
+                                      type_prefix=type_prefix, before_server=before_server)
     if path is not None and is_fresh_import:
         _write(path, _Entry(recorder.dependencies(), snapshot))
     return snapshot

@@ -17,7 +17,7 @@ import functools
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import psycopg
@@ -53,7 +53,8 @@ _VISIBILITY_QUERY = "SELECT pg_catalog.quote_ident(%(schema)s), %(schema)s = ANY
 
 
 def snapshot_from_metadata(metadata: sa.MetaData, schema: str, *, source_schema: str | None = None,
-                           conn: psycopg.Connection | None = None, type_prefix: str | None = None) -> SchemaSnapshot:
+                           conn: psycopg.Connection | None = None, type_prefix: str | None = None,
+                           before_server: Callable[[], object] | None = None) -> SchemaSnapshot:
     """Describe the tables of ``metadata`` as if they lived in ``schema``.
 
     Tables whose ``.schema`` is ``source_schema``, ``None`` or ``schema`` itself are taken
@@ -63,6 +64,8 @@ def snapshot_from_metadata(metadata: sa.MetaData, schema: str, *, source_schema:
     must be in autocommit mode and is left as it was. ``type_prefix`` is how the server
     qualifies the schema's own types (:attr:`SchemaSnapshot.type_prefix` of the catalog
     snapshot); without it, one more round trip fetches it from the server.
+    ``before_server`` is called before the first query on ``conn``, so a caller whose other
+    thread still uses the connection can wait for it.
     """
     tables = select_tables(metadata, schema, source_schema)
     if conn is None:
@@ -71,6 +74,8 @@ def snapshot_from_metadata(metadata: sa.MetaData, schema: str, *, source_schema:
 
     round_trips = 0
     if type_prefix is None:
+        if before_server is not None:
+            before_server()
         quoted, is_visible = conn.execute(_VISIBILITY_QUERY, {"schema": schema}).fetchone()
         type_prefix = "" if is_visible else quoted + "."
         round_trips += 1
@@ -80,6 +85,8 @@ def snapshot_from_metadata(metadata: sa.MetaData, schema: str, *, source_schema:
         return replace(offline, round_trips=round_trips)
 
     subset = [table for table in tables if table.name in unresolved]
+    if before_server is not None:
+        before_server()
     try:
         rendered = _server_snapshot(conn, subset, schema, source_schema, type_prefix)
     except psycopg.Error as exc:

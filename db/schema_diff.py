@@ -6,6 +6,7 @@ catalog, read the models, compare), so they share :func:`compare`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -57,32 +58,49 @@ def compare(conn: psycopg.Connection, metadata: sa.MetaData, schema: str, *,
     """
     from db import model_schema  # imported on use: it loads SQLAlchemy
 
-    def model_snapshot(type_prefix: str | None) -> SchemaSnapshot:
+    def model_snapshot(type_prefix: str, before_server: Callable[[], object]) -> SchemaSnapshot:
         return model_schema.snapshot_from_metadata(metadata, schema, source_schema=source_schema, conn=conn,
-                                                   type_prefix=type_prefix)
+                                                   type_prefix=type_prefix, before_server=before_server)
 
     return compare_with(conn, schema, model_snapshot, exclude_tables=exclude_tables)
 
 
-def compare_with(conn: psycopg.Connection, schema: str, model_snapshot: Callable[[str | None], SchemaSnapshot], *,
-                 exclude_tables: Collection[str] = ()) -> DiffResult:
-    """Like :func:`compare`, with the model side built by ``model_snapshot(type_prefix)``.
+ModelSnapshotBuilder = Callable[[str, Callable[[], object]], SchemaSnapshot]
 
-    The callback gets the catalog's type prefix, so a cached model snapshot can be used
-    when the models have not changed.
+
+def compare_with(conn: psycopg.Connection, schema: str, model_snapshot: ModelSnapshotBuilder, *,
+                 exclude_tables: Collection[str] = ()) -> DiffResult:
+    """Like :func:`compare`, with the model side built by ``model_snapshot(type_prefix, before_server)``.
+
+    The callback gets the schema's type prefix, so a cached model snapshot can be used
+    when the models have not changed. The catalog query runs in a second thread while this
+    one builds the model snapshot, so the server's work and Python's overlap. The callback
+    must call ``before_server()`` before it sends anything on ``conn``: that waits for the
+    catalog query, which must not run inside a transaction the callback opens.
     """
-    db_snapshot = catalog.read_schema(conn, schema)
+    type_prefix = _type_prefix(conn, schema)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog") as pool:
+        catalog_read = pool.submit(catalog.read_schema, conn, schema)
+        model = model_snapshot(type_prefix, catalog_read.result)
+        db_snapshot = catalog_read.result()
     if exclude_tables:
         kept = {name: table for name, table in db_snapshot.tables.items() if name not in exclude_tables}
         db_snapshot = dataclasses.replace(db_snapshot, tables=kept)
-    model = model_snapshot(db_snapshot.type_prefix)
 
     planned = diff_snapshots(model, db_snapshot)
     changes = tuple(change for change in planned if change.kind != ChangeKind.NOT_COMPARABLE)
     notes = model.not_comparable + db_snapshot.not_comparable
     log.info("schema %s: %d change(s), %d object(s) not comparable", schema, len(changes), len(notes))
-    round_trips = db_snapshot.round_trips + model.round_trips
+    round_trips = 1 + db_snapshot.round_trips + model.round_trips
     return DiffResult(changes, notes, round_trips, model, db_snapshot)
+
+
+def _type_prefix(conn: psycopg.Connection, schema: str) -> str:
+    """Return how the server qualifies the schema's own types: empty when it is on the search_path."""
+    quoted, is_visible = conn.execute(
+        "SELECT pg_catalog.quote_ident(%(schema)s), %(schema)s = ANY (pg_catalog.current_schemas(false))",
+        {"schema": schema}).fetchone()
+    return "" if is_visible else quoted + "."
 
 
 @dataclass

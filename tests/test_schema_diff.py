@@ -329,8 +329,8 @@ def test_comment_removed_sets_null(conn, schema):
 
 
 @pytest.mark.parametrize(("model_item", "expected"), [
-    (sa.Column("title", sa.Text), 1),
-    (sa.Index("ix_lower", sa.func.lower(sa.text("title"))), 5),
+    (sa.Column("title", sa.Text), 2),
+    (sa.Index("ix_lower", sa.func.lower(sa.text("title"))), 6),
 ], ids=["offline model", "rendered model"])
 def test_round_trips_match_trace(conn, schema, model_item, expected):
     create_base(conn, schema, f"{BASE_TASKS}, title text);")
