@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,11 @@ from db.embedded import EmbeddedServer
 from db.errors import EXIT_DATABASE, EXIT_PROBLEM, ConfigError, DatabaseError, ProblemFound, TextLoomError, UsageError
 from db.i18n import _
 from db.progress import ConsoleProgress
+
+# What the imports created lives until the process exits. Frozen, it is left out of every
+# full garbage collection, the one at exit included. With psycopg loaded that saves about
+# 40 ms per command (bench/migrate.py, 2 vCPUs).
+gc.freeze()
 
 
 def db_task(*args: Any, **kwargs: Any) -> Callable:

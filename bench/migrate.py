@@ -6,7 +6,8 @@ Without ``--url`` the script starts an embedded PostgreSQL in a temporary folder
 fsync off and stops it at the end. Each tool applies the same generated files (CREATE
 TABLE and ADD COLUMN) to an empty schema as a whole process, start-up included:
 
-- runner: ``python -c`` calling ``db.migrations.run_migrations`` (lock, history, checksums);
+- runner: ``python -c`` calling ``db.migrations.run_migrations`` (lock, history, checksums),
+  after ``gc.freeze()`` as ``tasks.py`` calls it once its imports are done;
 - psql: one psql process fed every file wrapped in BEGIN/COMMIT with a ledger INSERT,
   which is the fairer baseline (one process and one connection, like the runner) than one
   ``psql -1 -f`` process per file, which would pay 500 process start-ups;
@@ -47,10 +48,12 @@ TARGET_VS_YOYO = 4.0
 TARGET_NOOP_S = 0.6
 
 RUNNER = """\
+import gc
 import sys
 from pathlib import Path
 from db.config import Settings
 from db.migrations import run_migrations
+gc.freeze()  # as tasks.py does after its imports
 run_migrations(Settings(database_url=sys.argv[1], schema=sys.argv[2]), sql_dir=Path(sys.argv[3]))
 """
 
