@@ -116,6 +116,7 @@ def _column(raw: dict[str, Any]) -> Column:
         generated=raw["generated"],
         collation=raw["collation"],
         comment=raw["comment"],
+        generated_storage=raw["generated_storage"],
     )
 
 

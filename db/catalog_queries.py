@@ -57,8 +57,9 @@ SELECT pg_catalog.json_build_object(
                     'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
                     'nullable', NOT a.attnotnull,
                     'default', CASE WHEN a.attgenerated = '' THEN pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) END,
-                    -- NOTE: STORED ('s') and PostgreSQL 18's VIRTUAL ('v') are not told apart yet.
                     'generated', CASE WHEN a.attgenerated <> '' THEN pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) END,
+                    -- 'v' (VIRTUAL) exists from PostgreSQL 18 on.
+                    'generated_storage', CASE a.attgenerated WHEN 's' THEN 'stored' WHEN 'v' THEN 'virtual' END,
                     'identity', a.attidentity,
                     'collation', CASE WHEN a.attcollation <> ty.typcollation
                                       THEN pg_catalog.quote_ident(co.collname) END,

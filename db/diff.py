@@ -338,11 +338,11 @@ def _compare_column(context: _Context, table: str, model: Column, db: Column) ->
     name = f"{table}.{model.name}"
     alter = f"ALTER TABLE {context.table(table)} ALTER COLUMN {quote(model.name)}"
 
-    if model.generated != db.generated:
+    if _generation(model) != _generation(db):
         # A generated column contains derived data only, so dropping and adding it loses nothing.
         statements = (f"ALTER TABLE {context.table(table)} DROP COLUMN {quote(model.name)}",
                       f"ALTER TABLE {context.table(table)} ADD COLUMN {_column_definition(table, model)}")
-        return [Change(ChangeKind.ALTER_GENERATED, name, model.generated, db.generated, Hazard.REWRITES,
+        return [Change(ChangeKind.ALTER_GENERATED, name, _generation(model), _generation(db), Hazard.REWRITES,
                        statements)]
 
     changes = []
@@ -413,12 +413,22 @@ def _alter_identity(alter: str, name: str, model: Column, db: Column) -> Change:
                   (f"{alter} SET GENERATED {generated}",))
 
 
+def _generation(column: Column) -> str | None:
+    """Describe how a column is generated, such as ``(a * 2) STORED``; None when it is not."""
+    if column.generated is None:
+        return None
+    if column.generated_storage is None:
+        return f"({column.generated})"
+    return f"({column.generated}) {column.generated_storage.upper()}"
+
+
 def _column_definition(table: str, column: Column) -> str:
     parts = [quote(column.name), _serial_type(table, column) or column.type]
     if column.collation:
         parts.append(f"COLLATE {column.collation}")
     if column.generated is not None:
-        parts.append(f"GENERATED ALWAYS AS ({column.generated}) STORED")
+        storage = "VIRTUAL" if column.generated_storage == "virtual" else "STORED"
+        parts.append(f"GENERATED ALWAYS AS ({column.generated}) {storage}")
     elif column.identity is not None:
         parts.append(f"GENERATED {'ALWAYS' if column.identity == 'always' else 'BY DEFAULT'} AS IDENTITY")
     elif column.default is not None and not _serial_type(table, column):

@@ -214,8 +214,8 @@ def _retarget(rendered: SchemaSnapshot, scratch: str, schema: str, prefix: str) 
     for table in rendered.tables.values():
         tables[table.name] = Table(
             name=table.name,
-            columns=tuple(Column(c.name, fix(c.type), c.nullable, fix(c.default), c.identity, fix(c.generated),
-                                 c.collation, c.comment) for c in table.columns),
+            columns=tuple(replace(c, type=fix(c.type), default=fix(c.default), generated=fix(c.generated))
+                          for c in table.columns),
             primary_key=table.primary_key,
             foreign_keys=tuple(_retarget_fk(fk, scratch, schema) for fk in table.foreign_keys),
             unique_constraints=table.unique_constraints,
@@ -344,11 +344,14 @@ def _offline_column(table: sa.Table, column: sa.Column, model_schemas: set, pref
 
     default = None
     generated = None
+    generated_storage = None
     identity = None
     if column.identity is not None:
         identity = "always" if column.identity.always else "by default"
     elif isinstance(column.server_default, sa.Computed):
         generated = str(column.server_default.sqltext)
+        # Without persisted the storage depends on the server version, which the rendering knows.
+        generated_storage = {True: "stored", False: "virtual"}.get(column.server_default.persisted)
         notes.append(NotComparable(f"{table.name}.{column.name}",
                                    _("generated expressions are compared only when a connection renders them")))
     elif column.server_default is not None:
@@ -366,7 +369,8 @@ def _offline_column(table: sa.Table, column: sa.Column, model_schemas: set, pref
         default = f"nextval('{prefix}{sequence}'::regclass)"
 
     nullable = column.nullable and identity is None
-    return Column(column.name, type_name, nullable, default, identity, generated, collation, column.comment or None)
+    return Column(column.name, type_name, nullable, default, identity, generated, collation, column.comment or None,
+                  generated_storage)
 
 
 def _offline_fk(table: sa.Table, constraint: sa.ForeignKeyConstraint, schema: str, model_schemas: set) -> ForeignKey:

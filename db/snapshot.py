@@ -24,9 +24,12 @@ class Column:
     nullable: bool = True
     default: str | None = None
     identity: str | None = None  # None, "always" or "by default"
-    generated: str | None = None  # the expression of a GENERATED ... STORED column
+    generated: str | None = None  # the expression of a GENERATED ALWAYS AS column
     collation: str | None = None  # only when it differs from the type's default collation
     comment: str | None = None
+    # "stored" or "virtual" (PostgreSQL 18) for a generated column; None when not generated
+    # or, on the model side, not known without the server.
+    generated_storage: str | None = None
 
 
 @dataclass(frozen=True)

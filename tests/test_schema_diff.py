@@ -231,6 +231,30 @@ def test_change_found_and_applied(conn, schema, base, model, expected):
     assert again.changes == ()
 
 
+@pytest.mark.parametrize(("db_storage", "persisted"), [
+    ("STORED", False), ("VIRTUAL", True), ("VIRTUAL", None), ("STORED", None), ("STORED", True),
+])
+def test_generated_storage_compared(conn, schema, server_version, db_storage, persisted):
+    if server_version < 180000 and (db_storage == "VIRTUAL" or persisted is False):
+        pytest.skip("VIRTUAL generated columns need PostgreSQL 18")
+    create_base(conn, schema, f"{BASE_TASKS}, a integer, b integer GENERATED ALWAYS AS (a * 2) {db_storage});")
+    metadata = tasks_model(sa.Column("a", sa.Integer), sa.Column("b", sa.Integer, sa.Computed("a * 2", persisted=persisted)))
+    # Without persisted, PostgreSQL 18 makes the column VIRTUAL and earlier versions STORED.
+    model_storage = {True: "STORED", False: "VIRTUAL"}.get(persisted) or (
+        "VIRTUAL" if server_version >= 180000 else "STORED")
+
+    result = compare(conn, metadata, schema)
+
+    if model_storage == db_storage:
+        assert result.changes == ()
+        return
+    (change,) = result.changes
+    assert (change.kind, change.hazard) == (ChangeKind.ALTER_GENERATED, Hazard.REWRITES)
+    assert (change.model_value, change.db_value) == (f"((a * 2)) {model_storage}", f"((a * 2)) {db_storage}")
+    apply_changes(conn, result.changes)
+    assert compare(conn, metadata, schema).changes == ()
+
+
 def test_reverse_varchar_is_hazardous(conn, schema):
     create_base(conn, schema, f"{BASE_TASKS}, title varchar);")
     result = compare(conn, tasks_model(sa.Column("title", sa.String(20))), schema)
