@@ -228,14 +228,14 @@ def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=No
         return
 
     outcome = drift.apply_drift(settings, models, dry_run=dry_run, on_wait=progress.waiting)
-    if outcome.applied and not dry_run:
-        report.notice(_("These changes came from the models and exist only in this database until a migration "
-                        "file holds them: run `invoke db.diff --write NAME` and commit the file."))
     for change, elapsed_ms in outcome.applied:
         if dry_run:
             report.echo(_("Would apply {change}", change=f"{change.kind} {change.object}"))
         else:
             report.notice(_("Applied {change} in {ms} ms", change=f"{change.kind} {change.object}", ms=elapsed_ms))
+    if outcome.applied and not dry_run:
+        report.notice(_("These changes came from the models and exist only in this database until a migration "
+                        "file holds them: run `invoke db.diff --write NAME` and commit the file."))
     if not (result.pending or outcome.applied or outcome.review):
         report.notice(_("Nothing to do: schema {schema} is up to date.", schema=settings.schema))
     if outcome.review:

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,7 +251,13 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
                 report(migration, apply_file(conn, settings, migration, sql_file, progress))
                 continue
 
-            elapsed_ms = _apply_in_one_script(conn, settings, migration, sql_file, commit_first=held)
+            try:
+                elapsed_ms = _apply_in_one_script(conn, settings, migration, sql_file, commit_first=held)
+            except (KeyboardInterrupt, SystemExit):
+                # Interrupted mid-script: the held file's COMMIT may have run before the stop.
+                if held is not None and _is_recorded(conn, settings, held.migration):
+                    report(held.migration, held.elapsed_ms)
+                raise
             if held is not None:
                 # The script began with the held file's COMMIT, which succeeded.
                 report(held.migration, held.elapsed_ms)
@@ -269,6 +275,16 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
     finally:
         # A held file whose COMMIT was never sent is rolled back here, on error or interrupt.
         rollback_open_transaction(conn)
+
+
+def _is_recorded(conn: psycopg.Connection, settings: Settings, migration: LocalMigration) -> bool:
+    """Tell whether the history holds ``migration``; False when the connection cannot say."""
+    rollback_open_transaction(conn)
+    try:
+        rows = history.read_history(conn, settings.schema)
+    except psycopg.Error:
+        return False
+    return any(row.version == migration.version and row.success for row in rows)
 
 
 def _lock_lost_error(migration: LocalMigration, held: _Held | None) -> MigrationError:
@@ -418,16 +434,20 @@ def _record_and_commit(conn: psycopg.Connection, settings: Settings, migration: 
 
 def _commit_error(migration: LocalMigration, exc: psycopg.Error) -> MigrationError:
     if is_connection_lost(exc):
-        hint = _("the connection to the server was lost; check the server or pgbouncer, then run "
-                 "`invoke db.migrate` again")
-    else:
-        hint = _("fix the file so that its transaction can commit, then run `invoke db.migrate` again")
+        return MigrationError(
+            _("{file}: the connection was lost at COMMIT: {error} (nothing of this file was applied unless the "
+              "COMMIT reached the server; `invoke db.history` shows which)",
+              file=migration.name, error=(exc.diag.message_primary or str(exc)).strip()),
+            hint=_("the connection to the server was lost; check the server or pgbouncer, then run "
+                   "`invoke db.migrate` again"))
+    # The statements ran; COMMIT checks what was deferred, such as DEFERRABLE constraints.
+    error = (exc.diag.message_primary or str(exc)).strip()
+    if exc.diag.message_detail:
+        error += f" (DETAIL: {exc.diag.message_detail.strip()})"
     return MigrationError(
-        _("{file}: recording the file in the history and committing failed: {error} "
-          "(nothing of this file was applied unless the commit reached the server; "
-          "`invoke db.history` shows which)",
-          file=migration.name, error=(exc.diag.message_primary or str(exc)).strip()),
-        hint=hint)
+        _("{file}: COMMIT failed, so nothing of this file was applied: {error}", file=migration.name, error=error),
+        hint=_("COMMIT runs the checks that were deferred to the end of the transaction, such as DEFERRABLE "
+               "constraints; fix the file or the rows it leaves, then run `invoke db.migrate` again"))
 
 
 def _apply_statement_by_statement(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,

@@ -1,24 +1,30 @@
-"""Load models given as ``package.module:attribute``, and cache their snapshot between runs.
+"""Load models given as ``package.module:attribute``, and cache what they describe between runs.
 
 Importing SQLAlchemy and a model module takes most of the time of a ``db.diff``, or of a
 ``db.migrate`` with nothing to do: 1,000 tables take SQLAlchemy about a second to build.
-The snapshot depends only on the code that ran and on what that code read. So, while it
-imports the models, the cache records:
+What the cache keeps (:class:`db.model_render.PreparedModels`) depends only on the code
+that ran and on what that code read. So, while it imports the models, the cache records:
 
 - the file of every module the import loaded, and of every loaded module of the models'
   own top-level package;
-- every file the import opened and every folder it listed, through an audit hook;
-- every environment variable it read through ``os.environ`` or ``os.getenv``.
+- every module the import looked for and did not find;
+- every file it opened or asked about with ``os.stat`` (``os.path.exists``, ``Path.is_file``
+  and the like), found or not, and every folder it listed, through an audit hook and a
+  wrapper around ``os.stat``;
+- every environment variable it read through ``os.environ`` or ``os.getenv``, of which
+  only a hash is stored.
 
-An entry is used while each of those files has the same content (same size and mtime, or
-else the same hash), each folder the same names and each variable the same value. Its key
-holds the spec, the schema, the type prefix, the server version (the server renders
-expressions), the Python and SQLAlchemy versions, ``sys.path``, the working folder and
-the source of the code that builds snapshots.
+An entry is used while each of those is unchanged: same file content (same size and
+mtime, or else the same hash), same folder names, same variables. Its key holds the spec,
+the schema, the type prefix, the server version, the Python and SQLAlchemy versions,
+``sys.path``, the working folder and the source of the code that builds snapshots. What
+the server renders from the models is not cached: :func:`db.model_render.finish` runs on
+every use, against the live database.
 
-An import that ran earlier in the same process cannot be watched, so its snapshot is not
-written. Models whose tables depend on anything else, such as the date or a query, need
-``TEXTLOOM_MODEL_CACHE=off``. ``TEXTLOOM_CACHE_DIR`` moves the cache elsewhere.
+An import that ran earlier in the same process cannot be watched, so its result is not
+written. Models that depend on anything else, such as the date or a query, need
+``TEXTLOOM_MODEL_CACHE=off``; ``refresh`` rebuilds the entry once.
+``TEXTLOOM_CACHE_DIR`` moves the cache elsewhere.
 
 NOTE: the cache is unpickled, so it is trusted as much as ``__pycache__``: it lives in
 the checkout's ``.textloom/cache`` and is never shared.
@@ -28,13 +34,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import pickle
 import sys
+import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +52,9 @@ from typing import Any
 
 import psycopg
 
-from db.errors import UsageError
+from db.errors import ConfigError, UsageError
 from db.i18n import _
+from db.model_render import PreparedModels, finish
 from db.snapshot import SchemaSnapshot
 
 log = logging.getLogger(__name__)
@@ -55,9 +66,13 @@ CACHE_DIR = Path(os.environ.get("TEXTLOOM_CACHE_DIR") or PROJECT_DIR / ".textloo
 CACHE_FORMAT = 2
 # Older entries beyond this count are deleted, so many schemas (tests) cannot fill the disk.
 MAX_ENTRIES = 20
-_CODE_SOURCES = ("db/model_cache.py", "db/model_schema.py", "db/snapshot.py", "db/catalog.py",
-                 "db/catalog_queries.py")
-_OFF_VALUES = frozenset({"0", "off", "false", "no"})
+_CODE_SOURCES = ("db/model_cache.py", "db/model_schema.py", "db/model_render.py", "db/snapshot.py",
+                 "db/catalog.py", "db/catalog_queries.py")
+_CACHE_MODES = {"on": "on", "1": "on", "true": "on", "yes": "on", "off": "off", "0": "off", "false": "off",
+                "no": "off", "refresh": "refresh"}
+# A file changed less than this before the import started may have changed during it, on
+# file systems whose clock is coarse too, so such an import is not cached.
+_RACY_WINDOW_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,8 @@ class LoadedModels:
 
 def load(spec: str) -> LoadedModels:
     """Import ``package.module:attribute`` (a MetaData or a declarative base) and find its schema."""
+    import sqlalchemy as sa
+
     module_name, attribute = split_spec(spec)
     try:
         target: Any = importlib.import_module(module_name)
@@ -78,12 +95,19 @@ def load(spec: str) -> LoadedModels:
     except (ImportError, AttributeError) as exc:
         raise UsageError(_("cannot load models from {value!r}: {error}", value=spec, error=exc),
                          hint=_("check the module path and that it imports from the project folder")) from None
+    except Exception as exc:
+        # The models' own code failed. Its traceback belongs to that code, not to this tool.
+        raise UsageError(_("importing the models of {value!r} failed: {error}", value=spec,
+                           error=f"{type(exc).__name__}: {exc}"),
+                         hint=_("fix the models module; `python -c \"import {module}\"` shows the whole traceback",
+                                module=module_name)) from None
 
-    metadata = getattr(target, "metadata", target)
-    # Not sorted_tables: that property sorts every table by its foreign keys, which is slow.
-    if not hasattr(metadata, "tables") or not hasattr(metadata, "create_all"):
+    metadata = target if isinstance(target, sa.MetaData) else getattr(target, "metadata", None)
+    # A Table has a metadata attribute too, but it names one table, not the models.
+    if isinstance(target, sa.Table) or not isinstance(metadata, sa.MetaData):
         raise UsageError(_("{value!r} is not a SQLAlchemy MetaData or declarative base", value=spec),
                          hint=_("point --models at a MetaData object or a declarative base class"))
+    # Not sorted_tables: that property sorts every table by its foreign keys, which is slow.
     schemas = {table.schema for table in metadata.tables.values() if table.schema}
     return LoadedModels(metadata, schemas.pop() if len(schemas) == 1 else None)
 
@@ -91,36 +115,45 @@ def load(spec: str) -> LoadedModels:
 def split_spec(spec: str) -> tuple[str, str]:
     """Split ``package.module:attribute`` into module and attribute; UsageError when malformed."""
     module_name, _sep, attribute = spec.partition(":")
-    if not module_name or not attribute:
+    if not module_name or not attribute or module_name.startswith("."):
         raise UsageError(_("invalid --models value {value!r}: expected package.module:attribute", value=spec),
                          hint=_("for example --models myapp.models:Base.metadata"))
     return module_name, attribute
 
 
-def model_snapshot(conn: psycopg.Connection, spec: str, schema: str, type_prefix: str | None, *,
+def model_snapshot(conn: psycopg.Connection, spec: str, schema: str, type_prefix: str, *,
                    before_server: Callable[[], object] | None = None) -> SchemaSnapshot:
-    """Return the snapshot of the models of ``spec`` for ``schema``, from the cache when it is current.
+    """Return the snapshot of the models of ``spec`` for ``schema``, the models read from the cache if current.
 
-    ``before_server`` is passed on to :func:`db.model_schema.snapshot_from_metadata`.
+    ``before_server`` is called before the first query on ``conn``
+    (see :func:`db.model_render.finish`).
     """
     module_name, _attribute = split_spec(spec)
-    enabled = os.environ.get("TEXTLOOM_MODEL_CACHE", "on").strip().lower() not in _OFF_VALUES
-    path = CACHE_DIR / f"models-{_key(conn, spec, schema, type_prefix)}.pickle" if enabled else None
-    if path is not None:
-        snapshot = _read(path)
-        if snapshot is not None:
-            return snapshot
+    mode = cache_mode()
+    path = None if mode == "off" else CACHE_DIR / f"models-{_key(conn, spec, schema, type_prefix)}.pickle"
+    prepared = _read(path) if path is not None and mode == "on" else None
 
-    from db.model_schema import snapshot_from_metadata  # imported only now: it loads SQLAlchemy
+    if prepared is None:
+        from db.model_schema import prepare  # imported only now: it loads SQLAlchemy
 
-    is_fresh_import = module_name not in sys.modules
-    with _recording(module_name) as recorder:
-        models = load(spec)
-    snapshot = snapshot_from_metadata(models.metadata, schema, source_schema=models.source_schema, conn=conn,
-                                      type_prefix=type_prefix, before_server=before_server)
-    if path is not None and is_fresh_import:
-        _write(path, _Entry(recorder.dependencies(), snapshot))
-    return snapshot
+        is_fresh_import = module_name not in sys.modules
+        with _recording(module_name) as recorder:
+            models = load(spec)
+        prepared = prepare(models.metadata, schema, source_schema=models.source_schema, type_prefix=type_prefix,
+                           server_version=conn.info.server_version)
+        dependencies = recorder.dependencies() if path is not None and is_fresh_import else None
+        if dependencies is not None:
+            _write(path, _Entry(dependencies, prepared))
+    return finish(conn, prepared, before_server=before_server)
+
+
+def cache_mode() -> str:
+    """Return ``on``, ``off`` or ``refresh`` from TEXTLOOM_MODEL_CACHE; ConfigError for another value."""
+    value = os.environ.get("TEXTLOOM_MODEL_CACHE", "on").strip().lower()
+    if value not in _CACHE_MODES:
+        raise ConfigError(_("invalid TEXTLOOM_MODEL_CACHE value {value!r}", value=value),
+                          hint=_("use on, off, or refresh to rebuild the cached models once"))
+    return _CACHE_MODES[value]
 
 
 def _key(conn: psycopg.Connection, spec: str, schema: str, type_prefix: str | None) -> str:
@@ -169,11 +202,42 @@ class _Folder:
 
 @dataclass(frozen=True)
 class _Variable:
+    """An environment variable; only a hash of its value is kept, since it may be a password."""
+
     name: str
-    value: str | None
+    value_sha256: str | None
 
     def is_current(self) -> bool:
-        return os.environ.get(self.name) == self.value
+        return _value_hash(self.name, os.environ.get(self.name)) == self.value_sha256
+
+
+@dataclass(frozen=True)
+class _PathState:
+    """What ``os.stat`` said of a path: missing, a file, a folder or something else."""
+
+    path: str
+    state: str
+
+    def is_current(self) -> bool:
+        return _path_state(self.path) == self.state
+
+
+@dataclass(frozen=True)
+class _MissingModule:
+    """A module the import looked for and did not find, with the folders it searched."""
+
+    name: str
+    search_path: tuple[str, ...] | None
+
+    def is_current(self) -> bool:
+        try:
+            if self.search_path is None:
+                # A top-level name: every finder is asked, and no module code runs.
+                return importlib.util.find_spec(self.name) is None
+            # PathFinder searches the parent's folders without importing the parent.
+            return importlib.machinery.PathFinder.find_spec(self.name, list(self.search_path)) is None
+        except (ImportError, ValueError):
+            return False
 
 
 @dataclass(frozen=True)
@@ -186,26 +250,29 @@ class _Environment:
         return _environment_hash() == self.sha256
 
 
+_Dependency = _File | _Folder | _Variable | _Environment | _PathState | _MissingModule
+
+
 @dataclass(frozen=True)
 class _Entry:
-    dependencies: tuple[_File | _Folder | _Variable | _Environment, ...]
-    snapshot: SchemaSnapshot
+    dependencies: tuple[_Dependency, ...]
+    prepared: PreparedModels
 
 
-def _read(path: Path) -> SchemaSnapshot | None:
+def _read(path: Path) -> PreparedModels | None:
     try:
         with path.open("rb") as handle:
             entry = pickle.load(handle)
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
         return None
-    if not isinstance(entry, _Entry) or not isinstance(entry.snapshot, SchemaSnapshot):
+    if not isinstance(entry, _Entry) or not isinstance(entry.prepared, PreparedModels):
         return None
     stale = next((dependency for dependency in entry.dependencies if not dependency.is_current()), None)
     if stale is not None:
         log.debug("model snapshot cache %s is stale: %s changed", path, stale)
         return None
-    log.debug("model snapshot read from %s", path)
-    return entry.snapshot
+    log.debug("models read from the cache %s", path)
+    return entry.prepared
 
 
 def _write(path: Path, entry: _Entry) -> None:
@@ -257,6 +324,20 @@ def _environment_hash() -> str:
     return hashlib.sha256(repr(items).encode(errors="surrogateescape")).hexdigest()
 
 
+def _value_hash(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    return hashlib.sha256(f"{name}={value}".encode(errors="surrogateescape")).hexdigest()
+
+
+def _path_state(path: str) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "missing"
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
 # Recording what an import reads ---------------------------------------------------------
 
 
@@ -306,37 +387,61 @@ class _Recorder:
     def __init__(self, module_name: str) -> None:
         self.package = module_name.split(".", 1)[0]
         self.thread = threading.get_ident()
+        self.started_ns = time.time_ns()
         self.modules_before = set(sys.modules)
         self.opened: set[str] = set()
         self.listed: set[str] = set()
+        self.asked: set[str] = set()
+        self.missing_modules: set[tuple[str, tuple[str, ...] | None]] = set()
         self.environ = _RecordingEnviron(os.environ)
 
+    def is_recording(self) -> bool:
+        # Only the importing thread counts: another thread may open files meanwhile.
+        return threading.get_ident() == self.thread
+
     def on_event(self, event: str, args: tuple) -> None:
-        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) and _reads(args[1], args[2]):
+        if event == "open" and _is_path(args[0]) and _reads(args[1], args[2]):
             self.opened.add(os.path.abspath(os.fsdecode(args[0])))
-        elif event in ("os.listdir", "os.scandir") and isinstance(args[0], (str, bytes, os.PathLike)):
+        elif event in ("os.listdir", "os.scandir") and _is_path(args[0]):
             self.listed.add(os.path.abspath(os.fsdecode(args[0])))
 
-    def dependencies(self) -> tuple[_File | _Folder | _Variable | _Environment, ...]:
+    def dependencies(self) -> tuple[_Dependency, ...] | None:
+        """List what the import read; None when a file or folder changed too recently to trust."""
         files = set(self.opened)
         for name, module in list(sys.modules.items()):
             if name not in self.modules_before or name.split(".", 1)[0] == self.package:
                 origin = getattr(module, "__file__", None)
                 if origin:
                     files.add(os.path.abspath(origin))
-        found: list[_File | _Folder | _Variable | _Environment] = []
+        found: list[_Dependency] = []
         for path in sorted(files):
-            # Bytecode follows its source; folders opened with os.open are listed below.
-            if path.endswith(".pyc") or not os.path.isfile(path):
+            # Bytecode follows its source.
+            if path.endswith(".pyc"):
                 continue
-            stat = os.stat(path)
-            found.append(_File(path, stat.st_size, stat.st_mtime_ns, _file_hash(path) or ""))
-        found += [_Folder(path, _names_hash(path) or "") for path in sorted(self.listed) if os.path.isdir(path)]
+            if not os.path.isfile(path):
+                found.append(_PathState(path, _path_state(path)))
+                continue
+            status = os.stat(path)
+            found.append(_File(path, status.st_size, status.st_mtime_ns, _file_hash(path) or ""))
+        folders = sorted(path for path in self.listed if os.path.isdir(path))
+        found += [_Folder(path, _names_hash(path) or "") for path in folders]
+        found += [_PathState(path, _path_state(path)) for path in sorted(self.asked - files - set(folders))]
+        found += [_MissingModule(name, search_path) for name, search_path in sorted(self.missing_modules, key=str)]
+
+        recent = [path for path in (*files, *folders)
+                  if os.path.exists(path) and os.stat(path).st_mtime_ns > self.started_ns - _RACY_WINDOW_NS]
+        if recent:
+            log.debug("models not cached: %s changed just before or during the import", recent[0])
+            return None
         if self.environ.read_all:
             found.append(_Environment(_environment_hash()))
         else:
-            found += [_Variable(name, value) for name, value in sorted(self.environ.read.items())]
+            found += [_Variable(name, _value_hash(name, value)) for name, value in sorted(self.environ.read.items())]
         return tuple(found)
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, (str, bytes, os.PathLike))
 
 
 def _reads(mode: str | None, flags: int | None) -> bool:
@@ -353,9 +458,34 @@ _hook_installed = False
 
 def _audit(event: str, args: tuple) -> None:
     recorder = _active
-    # Only the importing thread counts: a lock renewal thread may open files meanwhile.
-    if recorder is not None and threading.get_ident() == recorder.thread:
+    if recorder is not None and recorder.is_recording():
         recorder.on_event(event, args)
+
+
+def _watching_stat(real_stat: Callable) -> Callable:
+    """Wrap ``os.stat`` or ``os.lstat`` so the recorder sees which paths the import asks about.
+
+    No audit event covers them, and ``os.path.exists``, ``Path.is_file`` and the like call
+    them. The import system does not: it calls the ``posix`` module directly.
+    """
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        recorder = _active
+        if recorder is not None and recorder.is_recording() and _is_path(path) and "dir_fd" not in kwargs:
+            recorder.asked.add(os.path.abspath(os.fsdecode(path)))
+        return real_stat(path, *args, **kwargs)
+
+    return stat
+
+
+class _MissingModuleFinder:
+    """Last on ``sys.meta_path`` during a recording: notes each module no finder found."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
+        recorder = _active
+        if recorder is not None and recorder.is_recording():
+            recorder.missing_modules.add((name, tuple(path) if path is not None else None))
+        return None
 
 
 class _recording:
@@ -363,6 +493,8 @@ class _recording:
 
     def __init__(self, module_name: str) -> None:
         self.recorder = _Recorder(module_name)
+        self.real_stat = os.stat
+        self.real_lstat = os.lstat
 
     def __enter__(self) -> _Recorder:
         global _active, _hook_installed
@@ -373,10 +505,17 @@ class _recording:
             _hook_installed = True
         _active = self.recorder
         os.environ = self.recorder.environ  # type: ignore[assignment]
+        os.stat = _watching_stat(self.real_stat)
+        os.lstat = _watching_stat(self.real_lstat)
+        sys.meta_path.append(_MissingModuleFinder)  # type: ignore[arg-type]
         return self.recorder
 
     def __exit__(self, *exc_info: object) -> None:
         global _active
+        if _MissingModuleFinder in sys.meta_path:
+            sys.meta_path.remove(_MissingModuleFinder)  # type: ignore[arg-type]
+        os.stat = self.real_stat
+        os.lstat = self.real_lstat
         os.environ = self.recorder.environ.real  # type: ignore[assignment]
         _active = None
         _active_lock.release()

@@ -16,19 +16,16 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import uuid
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 
 import psycopg
 import sqlalchemy as sa
 from pglast import keywords as pg_keywords
-from psycopg import sql
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql import sqltypes
 
-from db import catalog
+from db import model_render
+from db.model_render import PreparedModels
 from db.i18n import _
 from db.snapshot import (
     CheckConstraint,
@@ -47,7 +44,6 @@ from db.snapshot import (
 log = logging.getLogger(__name__)
 
 DIALECT = postgresql.dialect()
-SCRATCH_PREFIX = "textloom_scratch_"
 
 # The schema name as the server quotes it, and whether the schema is on the search_path.
 _VISIBILITY_QUERY = "SELECT pg_catalog.quote_ident(%(schema)s), %(schema)s = ANY (pg_catalog.current_schemas(false))"
@@ -68,10 +64,9 @@ def snapshot_from_metadata(metadata: sa.MetaData, schema: str, *, source_schema:
     ``before_server`` is called before the first query on ``conn``, so a caller whose other
     thread still uses the connection can wait for it.
     """
-    tables = select_tables(metadata, schema, source_schema)
     if conn is None:
         prefix = type_prefix if type_prefix is not None else _offline_prefix(schema)
-        return _offline_snapshot(tables, schema, source_schema, prefix)
+        return prepare(metadata, schema, source_schema=source_schema, type_prefix=prefix).offline
 
     round_trips = 0
     if type_prefix is None:
@@ -80,26 +75,26 @@ def snapshot_from_metadata(metadata: sa.MetaData, schema: str, *, source_schema:
         quoted, is_visible = conn.execute(_VISIBILITY_QUERY, {"schema": schema}).fetchone()
         type_prefix = "" if is_visible else quoted + "."
         round_trips += 1
-    offline = _offline_snapshot(tables, schema, source_schema, type_prefix)
-    unresolved = {note.object.split(".")[0] for note in offline.not_comparable}
-    if not unresolved:
-        return replace(offline, round_trips=round_trips)
+    prepared = prepare(metadata, schema, source_schema=source_schema, type_prefix=type_prefix,
+                       server_version=conn.info.server_version)
+    return model_render.finish(conn, prepared, round_trips=round_trips, before_server=before_server)
 
+
+def prepare(metadata: sa.MetaData, schema: str, *, source_schema: str | None, type_prefix: str,
+            server_version: int | None = None) -> PreparedModels:
+    """Normalise the tables offline and compile the DDL of those the server must render.
+
+    The result is plain data that :func:`db.model_render.finish` completes with a
+    connection. ``server_version`` makes the DDL what SQLAlchemy would send to that server.
+    """
+    tables = select_tables(metadata, schema, source_schema)
+    offline = _offline_snapshot(tables, schema, source_schema, type_prefix)
+    unresolved = frozenset(note.object.split(".")[0] for note in offline.not_comparable)
     subset = [table for table in tables if table.name in unresolved]
-    if before_server is not None:
-        before_server()
-    try:
-        rendered = _server_snapshot(conn, subset, schema, source_schema, type_prefix)
-    except psycopg.Error as exc:
-        # The model may use what this database lacks (an extension type, say); those
-        # objects stay not comparable rather than being guessed.
-        log.warning("rendering %d model tables on the server failed, they stay not comparable: %s",
-                    len(subset), exc)
-        note = NotComparable(schema, _("the server could not create the model's tables ({error}); "
-                                       "expressions were compared offline where possible",
-                                       error=str(exc).strip().splitlines()[0]))
-        return replace(_with_notes(offline, [note]), round_trips=round_trips + _RENDER_ROUND_TRIPS)
-    return _merge(offline, rendered, unresolved, round_trips + _RENDER_ROUND_TRIPS)
+    scratch = model_render.SCRATCH_PLACEHOLDER
+    ddl = render_ddl(subset, {None: scratch, source_schema: scratch, schema: scratch},
+                     server_version=server_version) if subset else []
+    return PreparedModels(offline, unresolved, tuple(ddl))
 
 
 def select_tables(metadata: sa.MetaData, schema: str, source_schema: str | None) -> list[sa.Table]:
@@ -110,52 +105,7 @@ def select_tables(metadata: sa.MetaData, schema: str, source_schema: str | None)
     return [table for table in metadata.tables.values() if table.schema in accepted]
 
 
-# -- server rendering ------------------------------------------------------------------
-
-
-# BEGIN, the DDL, the catalog query, ROLLBACK.
-_RENDER_ROUND_TRIPS = 4
-
-
-def _server_snapshot(conn: psycopg.Connection, tables: list[sa.Table], schema: str,
-                     source_schema: str | None, prefix: str) -> SchemaSnapshot:
-    scratch = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
-    ddl = render_ddl(tables, {None: scratch, source_schema: scratch, schema: scratch},
-                     server_version=conn.info.server_version)
-
-    # The DDL has no parameters, so psycopg sends all of it as one simple query. The
-    # transaction is rolled back whatever happens, so the scratch schema never persists.
-    with conn.transaction(force_rollback=True):
-        create_schema = sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch)).as_string(conn)
-        conn.execute(";\n".join([create_schema, *ddl]))
-        rendered = catalog.read_schema(conn, scratch)
-
-    log.debug("rendered %d model tables in scratch schema %s", len(tables), scratch)
-    return _retarget(rendered, scratch, schema, prefix)
-
-
-def _merge(offline: SchemaSnapshot, rendered: SchemaSnapshot, names: set[str], round_trips: int) -> SchemaSnapshot:
-    # Rendered tables were created without foreign keys (their targets are not there), so
-    # those still come from the offline snapshot.
-    tables = dict(offline.tables)
-    for name in names:
-        tables[name] = _with_sources(replace(rendered.tables[name], foreign_keys=offline.tables[name].foreign_keys),
-                                     offline.tables[name])
-    notes = tuple(note for note in offline.not_comparable if note.object.split(".")[0] not in names)
-    return replace(offline, tables=tables, not_comparable=notes + rendered.not_comparable, round_trips=round_trips)
-
-
-def _with_sources(rendered: Table, offline: Table) -> Table:
-    """Give the server-rendered checks and index predicates the model's own text for DDL."""
-    check_sources = {check.name: check.source for check in offline.check_constraints}
-    predicate_sources = {index.name: index.predicate_source for index in offline.indexes}
-    return replace(
-        rendered,
-        check_constraints=tuple(replace(check, source=check_sources.get(check.name))
-                                for check in rendered.check_constraints),
-        indexes=tuple(replace(index, predicate_source=predicate_sources.get(index.name))
-                      for index in rendered.indexes),
-    )
+# -- DDL for server rendering -----------------------------------------------------------
 
 
 def _compile(clause: sa.sql.ClauseElement | str) -> str:
@@ -202,48 +152,6 @@ def render_ddl(tables: list[sa.Table], schema_map: dict[str | None, str], *,
                                 category=sa.exc.SAWarning)
         return [str(element.compile(dialect=dialect, schema_translate_map=schema_map,
                                     render_schema_translate=True)).strip() for element in elements]
-
-
-def _retarget(rendered: SchemaSnapshot, scratch: str, schema: str, prefix: str) -> SchemaSnapshot:
-    # The scratch name is a random identifier that needs no quoting, so replacing it as
-    # text (also inside literals such as nextval('scratch.seq'::regclass)) cannot hit user text.
-    def fix(text: str | None) -> str | None:
-        return None if text is None else text.replace(scratch + ".", prefix)
-
-    tables = {}
-    for table in rendered.tables.values():
-        tables[table.name] = Table(
-            name=table.name,
-            columns=tuple(replace(c, type=fix(c.type), default=fix(c.default), generated=fix(c.generated))
-                          for c in table.columns),
-            primary_key=table.primary_key,
-            foreign_keys=tuple(_retarget_fk(fk, scratch, schema) for fk in table.foreign_keys),
-            unique_constraints=table.unique_constraints,
-            check_constraints=tuple(CheckConstraint(k.name, fix(k.expression)) for k in table.check_constraints),
-            indexes=tuple(_retarget_index(index, fix) for index in table.indexes),
-            comment=table.comment,
-        )
-    return SchemaSnapshot(schema=schema, tables=tables, enums=rendered.enums,
-                          not_comparable=rendered.not_comparable, exists=True, type_prefix=prefix)
-
-
-def _retarget_fk(fk: ForeignKey, scratch: str, schema: str) -> ForeignKey:
-    if fk.target_schema != scratch:
-        return fk
-    return ForeignKey(fk.name, fk.columns, schema, fk.target_table, fk.target_columns, fk.on_delete,
-                      fk.on_update, fk.deferrable, fk.initially_deferred)
-
-
-def _retarget_index(index: Index, fix) -> Index:
-    keys = tuple(IndexKey(fix(k.expression), k.is_column, k.descending, k.nulls_first, k.opclass, k.collation)
-                 for k in index.keys)
-    return Index(index.name, keys, index.unique, index.method, index.include, fix(index.predicate),
-                 index.nulls_not_distinct)
-
-
-def _with_notes(snapshot: SchemaSnapshot, notes: Iterable[NotComparable]) -> SchemaSnapshot:
-    return SchemaSnapshot(snapshot.schema, snapshot.tables, snapshot.enums,
-                          snapshot.not_comparable + tuple(notes), snapshot.exists, snapshot.type_prefix)
 
 
 # -- offline normalisation -------------------------------------------------------------

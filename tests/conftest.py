@@ -37,6 +37,18 @@ def english_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEXTLOOM_LANG", "en")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def model_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the model snapshots of test runs, in-process and in subprocesses, out of the checkout."""
+    from db import model_cache
+
+    folder = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TEXTLOOM_CACHE_DIR", str(folder))
+        patch.setattr(model_cache, "CACHE_DIR", folder)
+        yield
+
+
 @pytest.fixture(scope="session")
 def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of the test server."""

@@ -468,7 +468,8 @@ def test_failed_deferred_commit_names_held_file(tmp_path, settings, conn, schema
         run_migrations(settings, sql_dir=folder)
 
     assert "0002_deferred.sql" in caught.value.message
-    assert "committing failed" in caught.value.message
+    assert "COMMIT failed, so nothing of this file was applied" in caught.value.message
+    assert "DETAIL: Key (parent_id)=(42)" in caught.value.message
     assert [row.version for row in history_rows(conn, schema)] == [1]
     assert not table_exists(conn, schema, "parents")
     assert not table_exists(conn, schema, "later")
@@ -509,6 +510,33 @@ def test_every_file_reported_once_in_order(tmp_path, settings, conn, schema, ann
         assert progress.events == [(event, n) for n in range(1, 9) for event in ("applying", "applied")]
     assert [row.version for row in history_rows(conn, schema)] == list(range(1, 9))
     assert scalar(conn, "SELECT count(*) FROM {schema}.t1", schema) == 1
+
+
+def test_interrupt_reports_committed_held_file(tmp_path, settings, conn, schema, monkeypatch):
+    from db import migrations
+
+    folder = write_files(tmp_path / "sql", {
+        "0001_events.sql": EVENTS,
+        "0002_next.sql": "CREATE TABLE ${schema}.later (id int);\n",
+    })
+    real_script = migrations._apply_in_one_script
+
+    def interrupted_second(conn_, settings_, migration, parsed, *, commit_first):
+        result = real_script(conn_, settings_, migration, parsed, commit_first=commit_first)
+        if migration.version == 2:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(migrations, "_apply_in_one_script", interrupted_second)
+    progress = OrderProgress()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_migrations(settings, sql_dir=folder, progress=progress)
+
+    # File 1 committed with the second script, so it is reported; file 2 was rolled back.
+    assert ("applied", 1) in progress.events
+    assert [row.version for row in history_rows(conn, schema)] == [1]
+    assert not table_exists(conn, schema, "later")
 
 
 class LostAfterFirstCheck:
