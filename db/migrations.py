@@ -211,7 +211,7 @@ def read_pending(pending: list[LocalMigration], schema: str) -> list[SqlFile]:
 
 
 # A file that ran faster than this commits together with the next file's script, which
-# saves one round trip per file; a slower one commits at once, so its line is not delayed.
+# saves one round trip per file. A slower file commits at once, so its line is not delayed.
 _HOLD_COMMIT_BELOW_MS = 100
 
 
