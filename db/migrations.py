@@ -399,8 +399,9 @@ def _apply_in_one_script(conn: psycopg.Connection, settings: Settings, migration
 
 @functools.lru_cache(maxsize=8)
 def _timeouts_sql_for(lock_timeout_ms: int, statement_timeout_ms: int) -> str:
-    return (f"SELECT pg_catalog.set_config('lock_timeout', '{lock_timeout_ms}ms', true), "
-            f"pg_catalog.set_config('statement_timeout', '{statement_timeout_ms}ms', true)")
+    # SET LOCAL is a utility command: cheaper than a SELECT of set_config(), which the
+    # server plans and executes, and it too ends with the transaction.
+    return f"SET LOCAL lock_timeout = '{lock_timeout_ms}ms'; SET LOCAL statement_timeout = '{statement_timeout_ms}ms'"
 
 
 def _timeouts_sql(settings: Settings) -> str:
