@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -90,6 +91,16 @@ def mask_url(url: str) -> str:
         netloc += ":" + port
     query = "&".join(f"{key}={MASK if key in ('sslpassword',) else value}" for key, value in sorted(params.items()))
     return f"postgresql://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
+
+
+_URL_PASSWORD_RE = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?P<tail>@)", re.IGNORECASE)
+_KEYWORD_PASSWORD_RE = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask_passwords(text: str) -> str:
+    """Replace the passwords of URLs and of ``password=...`` pairs inside any text with ``***``."""
+    text = _URL_PASSWORD_RE.sub(lambda match: match["head"] + MASK + match["tail"], text)
+    return _KEYWORD_PASSWORD_RE.sub(lambda match: match["head"] + MASK, text)
 
 
 def describe_target(url: str) -> str:

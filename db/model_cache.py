@@ -52,6 +52,7 @@ from typing import Any
 
 import psycopg
 
+from db.connection import mask_passwords
 from db.errors import ConfigError, UsageError
 from db.i18n import _
 from db.model_render import PreparedModels, finish
@@ -98,7 +99,7 @@ def load(spec: str) -> LoadedModels:
     except Exception as exc:
         # The models' own code failed. Its traceback belongs to that code, not to this tool.
         raise UsageError(_("importing the models of {value!r} failed: {error}", value=spec,
-                           error=f"{type(exc).__name__}: {exc}"),
+                           error=mask_passwords(f"{type(exc).__name__}: {exc}")),
                          hint=_("fix the models module; `python -c \"import {module}\"` shows the whole traceback",
                                 module=module_name)) from None
 

@@ -296,6 +296,16 @@ def test_bad_models_module_is_usage_error(tmp_path, monkeypatch, body, spec_attr
     sys.modules.pop(name, None)
 
 
+def test_models_error_hides_password(tmp_path, monkeypatch):
+    name = "badmodels_" + uuid.uuid4().hex[:8]
+    (tmp_path / f"{name}.py").write_text("raise RuntimeError('cannot reach postgresql://app:s3cret@db/textloom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UsageError) as caught:
+        model_cache.load(f"{name}:metadata")
+    assert "s3cret" not in caught.value.message
+    assert "postgresql://app:***@db/textloom" in caught.value.message
+
+
 @pytest.mark.parametrize("spec", ["no_colon", ":metadata", "module:", ".relative:metadata", "..up:metadata"])
 def test_malformed_spec_is_a_usage_error(spec):
     with pytest.raises(UsageError):
