@@ -247,8 +247,9 @@ def migrate(c, dry_run=False, allow_out_of_order=False, no_auto=False, models=No
 @db_task(help={"json": "print one JSON document instead of a table",
                "sql": "print a reviewable SQL script",
                "write": "save the SQL as the next numbered file in sql/ with this description, e.g. add_clip_table",
-               "models": "compare these models instead of TextLoom's: package.module:attribute"})
-def diff(c, json=False, sql=False, write=None, models=None):
+               "models": "compare these models instead of TextLoom's: package.module:attribute",
+               "strict": "exit 1 also when an object could not be compared"})
+def diff(c, json=False, sql=False, write=None, models=None, strict=False):
     """Compare the models with the database; exit 1 when they differ."""
     from db import drift, model_cache
     from db.diff import render_script
@@ -278,10 +279,16 @@ def diff(c, json=False, sql=False, write=None, models=None):
         report.echo(render_script(result.changes))
     else:
         report.changes(result.changes, result.not_comparable)
-        if not result.changes:
+        if not result.changes and result.not_comparable:
+            report.echo(_("No differences in what could be compared, but {count} object(s) of schema {schema} "
+                          "were not compared: see the warnings above.", count=len(result.not_comparable),
+                          schema=settings.schema))
+        elif not result.changes:
             report.echo(_("No differences: schema {schema} matches the models.", schema=settings.schema))
     if result.changes:
         raise ProblemFound("differences found")
+    if strict and result.not_comparable:
+        raise ProblemFound("objects not compared")
 
 
 @db_task(help={"json": "print one JSON document instead of a table"})

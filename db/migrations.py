@@ -495,8 +495,12 @@ def _run_with_retries(conn: psycopg.Connection, settings: Settings, migration: L
                 begin_with_timeouts(conn, settings)
                 try:
                     _execute(conn, statement, migration)
-                    history.update_progress(conn, settings.schema, row_id, status=history.STATUS_RUNNING,
-                                            statements_done=done, commit=True)
+                    try:
+                        history.update_progress(conn, settings.schema, row_id, status=history.STATUS_RUNNING,
+                                                statements_done=done, commit=True)
+                    except psycopg.Error as exc:
+                        # COMMIT runs what the statement deferred, such as a DEFERRABLE foreign key.
+                        raise _StatementFailed(migration, statement, exc, at_commit=True) from exc
                 except BaseException:
                     rollback_open_transaction(conn)
                     raise
@@ -574,7 +578,8 @@ def backoff(attempt: int) -> float:
 class _StatementFailed(Exception):
     """A statement of a migration failed; carries what the error message needs."""
 
-    def __init__(self, migration: LocalMigration, statement: Statement, exc: psycopg.Error) -> None:
+    def __init__(self, migration: LocalMigration, statement: Statement, exc: psycopg.Error, *,
+                 at_commit: bool = False) -> None:
         super().__init__(str(exc))
         self.migration = migration
         self.statement = statement
@@ -586,6 +591,8 @@ class _StatementFailed(Exception):
         self.server_message = (diag.message_primary or str(exc)).strip()
         if diag.message_detail:
             self.server_message += f" (DETAIL: {diag.message_detail.strip()})"
+        if at_commit:
+            self.server_message = _("COMMIT failed: {error}", error=self.server_message)
         self.line = statement.line + _line_offset(statement.text, diag.statement_position)
 
     def to_error(self, detail: str, *, is_recorded_failure: bool = False) -> MigrationError:

@@ -40,6 +40,7 @@ import importlib.util
 import logging
 import os
 import pickle
+import re
 import sys
 import stat
 import tempfile
@@ -54,7 +55,7 @@ import psycopg
 
 from db.connection import mask_passwords
 from db.errors import ConfigError, UsageError
-from db.i18n import _
+from db.i18n import _, language
 from db.model_render import PreparedModels, finish
 from db.snapshot import SchemaSnapshot
 
@@ -69,8 +70,10 @@ CACHE_FORMAT = 2
 MAX_ENTRIES = 20
 _CODE_SOURCES = ("db/model_cache.py", "db/model_schema.py", "db/model_render.py", "db/snapshot.py",
                  "db/catalog.py", "db/catalog_queries.py")
+_DOTTED_NAME_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _CACHE_MODES = {"on": "on", "1": "on", "true": "on", "yes": "on", "off": "off", "0": "off", "false": "off",
                 "no": "off", "refresh": "refresh"}
+_HASH_ITERATIONS = 5_000
 # A file changed less than this before the import started may have changed during it, on
 # file systems whose clock is coarse too, so such an import is not cached.
 _RACY_WINDOW_NS = 2_000_000_000
@@ -93,10 +96,18 @@ def load(spec: str) -> LoadedModels:
         target: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
+    except ModuleNotFoundError as exc:
+        if exc.name and not module_name.startswith(exc.name) and not exc.name.startswith(module_name):
+            raise UsageError(_("cannot load models from {value!r}: they import {missing}, which is not installed",
+                               value=spec, missing=exc.name),
+                             hint=_("install the package that provides {missing} in this environment",
+                                    missing=exc.name)) from None
+        raise UsageError(_("cannot load models from {value!r}: {error}", value=spec, error=exc),
+                         hint=_("check the module path and that it imports from the project folder")) from None
     except (ImportError, AttributeError) as exc:
         raise UsageError(_("cannot load models from {value!r}: {error}", value=spec, error=exc),
                          hint=_("check the module path and that it imports from the project folder")) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         # The models' own code failed. Its traceback belongs to that code, not to this tool.
         raise UsageError(_("importing the models of {value!r} failed: {error}", value=spec,
                            error=mask_passwords(f"{type(exc).__name__}: {exc}")),
@@ -116,7 +127,7 @@ def load(spec: str) -> LoadedModels:
 def split_spec(spec: str) -> tuple[str, str]:
     """Split ``package.module:attribute`` into module and attribute; UsageError when malformed."""
     module_name, _sep, attribute = spec.partition(":")
-    if not module_name or not attribute or module_name.startswith("."):
+    if not _DOTTED_NAME_RE.fullmatch(module_name) or not _DOTTED_NAME_RE.fullmatch(attribute):
         raise UsageError(_("invalid --models value {value!r}: expected package.module:attribute", value=spec),
                          hint=_("for example --models myapp.models:Base.metadata"))
     return module_name, attribute
@@ -163,8 +174,9 @@ def _key(conn: psycopg.Connection, spec: str, schema: str, type_prefix: str | No
         sqlalchemy_version = importlib.metadata.version("sqlalchemy")
     except importlib.metadata.PackageNotFoundError:
         sqlalchemy_version = "-"
+    # The language too: the notes of what could not be compared are stored translated.
     for part in (str(CACHE_FORMAT), spec, schema, type_prefix or "", str(conn.info.server_version), sys.version,
-                 sqlalchemy_version, os.getcwd(), *sys.path):
+                 sqlalchemy_version, language(), os.getcwd(), *sys.path):
         digest.update(part.encode(errors="surrogateescape") + b"\0")
     for source in _CODE_SOURCES:
         digest.update(source.encode() + b"\0" + (PROJECT_DIR / source).read_bytes() + b"\0")
@@ -203,13 +215,19 @@ class _Folder:
 
 @dataclass(frozen=True)
 class _Variable:
-    """An environment variable; only a hash of its value is kept, since it may be a password."""
+    """An environment variable; only a salted, slow hash of its value is kept, since it may be a password."""
 
     name: str
-    value_sha256: str | None
+    salt: bytes
+    value_hash: bytes | None
+
+    @classmethod
+    def of(cls, name: str, value: str | None) -> _Variable:
+        salt = os.urandom(16)
+        return cls(name, salt, _value_hash(value, salt))
 
     def is_current(self) -> bool:
-        return _value_hash(self.name, os.environ.get(self.name)) == self.value_sha256
+        return _value_hash(os.environ.get(self.name), self.salt) == self.value_hash
 
 
 @dataclass(frozen=True)
@@ -251,7 +269,27 @@ class _Environment:
         return _environment_hash() == self.sha256
 
 
-_Dependency = _File | _Folder | _Variable | _Environment | _PathState | _MissingModule
+@dataclass(frozen=True)
+class _ModuleOrigin:
+    """A module the import loaded, and the file it was found in."""
+
+    name: str
+    search_path: tuple[str, ...] | None
+    origin: str
+
+    def is_current(self) -> bool:
+        try:
+            if self.search_path is None:
+                # Every finder is asked, as the import does; no module code runs.
+                spec = importlib.util.find_spec(self.name)
+            else:
+                spec = importlib.machinery.PathFinder.find_spec(self.name, list(self.search_path))
+        except (ImportError, ValueError):
+            return False
+        return spec is not None and spec.origin == self.origin
+
+
+_Dependency = _File | _Folder | _Variable | _Environment | _PathState | _MissingModule | _ModuleOrigin
 
 
 @dataclass(frozen=True)
@@ -325,10 +363,11 @@ def _environment_hash() -> str:
     return hashlib.sha256(repr(items).encode(errors="surrogateescape")).hexdigest()
 
 
-def _value_hash(name: str, value: str | None) -> str | None:
+def _value_hash(value: str | None, salt: bytes) -> bytes | None:
     if value is None:
         return None
-    return hashlib.sha256(f"{name}={value}".encode(errors="surrogateescape")).hexdigest()
+    # About 2 ms per variable: cheap for a check, slow for guessing a weak password.
+    return hashlib.pbkdf2_hmac("sha256", value.encode(errors="surrogateescape"), salt, _HASH_ITERATIONS)
 
 
 def _path_state(path: str) -> str:
@@ -414,11 +453,10 @@ class _Recorder:
                 origin = getattr(module, "__file__", None)
                 if origin:
                     files.add(os.path.abspath(origin))
+        # Reading a module's current bytecode stands for reading its source.
+        files = {_source_of(path) if path.endswith(".pyc") else path for path in files} - {None}
         found: list[_Dependency] = []
         for path in sorted(files):
-            # Bytecode follows its source.
-            if path.endswith(".pyc"):
-                continue
             if not os.path.isfile(path):
                 found.append(_PathState(path, _path_state(path)))
                 continue
@@ -426,8 +464,9 @@ class _Recorder:
             found.append(_File(path, status.st_size, status.st_mtime_ns, _file_hash(path) or ""))
         folders = sorted(path for path in self.listed if os.path.isdir(path))
         found += [_Folder(path, _names_hash(path) or "") for path in folders]
-        found += [_PathState(path, _path_state(path)) for path in sorted(self.asked - files - set(folders))]
+        found += [_PathState(path, _path_state(path)) for path in sorted((self.asked | self.listed) - files - set(folders))]
         found += [_MissingModule(name, search_path) for name, search_path in sorted(self.missing_modules, key=str)]
+        found += self._module_origins()
 
         recent = [path for path in (*files, *folders)
                   if os.path.exists(path) and os.stat(path).st_mtime_ns > self.started_ns - _RACY_WINDOW_NS]
@@ -437,8 +476,30 @@ class _Recorder:
         if self.environ.read_all:
             found.append(_Environment(_environment_hash()))
         else:
-            found += [_Variable(name, _value_hash(name, value)) for name, value in sorted(self.environ.read.items())]
+            found += [_Variable.of(name, value) for name, value in sorted(self.environ.read.items())]
         return tuple(found)
+
+
+    def _module_origins(self) -> list[_ModuleOrigin]:
+        """Note where each module the import loaded was found, so a module that shadows it is seen."""
+        origins = []
+        for name, module in sorted(sys.modules.items()):
+            spec = getattr(module, "__spec__", None)
+            if name in self.modules_before or spec is None or not spec.origin or not spec.has_location:
+                continue
+            parent = sys.modules.get(name.rpartition(".")[0]) if "." in name else None
+            search_path = tuple(parent.__path__) if parent is not None and hasattr(parent, "__path__") else None
+            if "." in name and search_path is None:
+                continue
+            origins.append(_ModuleOrigin(name, search_path, spec.origin))
+        return origins
+
+
+def _source_of(path: str) -> str | None:
+    try:
+        return importlib.util.source_from_cache(path)
+    except ValueError:
+        return None
 
 
 def _is_path(value: object) -> bool:
@@ -464,7 +525,7 @@ def _audit(event: str, args: tuple) -> None:
 
 
 def _watching_stat(real_stat: Callable) -> Callable:
-    """Wrap ``os.stat`` or ``os.lstat`` so the recorder sees which paths the import asks about.
+    """Wrap ``os.stat``, ``os.lstat`` or ``os.access`` so the recorder sees which paths the import asks about.
 
     No audit event covers them, and ``os.path.exists``, ``Path.is_file`` and the like call
     them. The import system does not: it calls the ``posix`` module directly.
@@ -496,6 +557,7 @@ class _recording:
         self.recorder = _Recorder(module_name)
         self.real_stat = os.stat
         self.real_lstat = os.lstat
+        self.real_access = os.access
 
     def __enter__(self) -> _Recorder:
         global _active, _hook_installed
@@ -508,6 +570,7 @@ class _recording:
         os.environ = self.recorder.environ  # type: ignore[assignment]
         os.stat = _watching_stat(self.real_stat)
         os.lstat = _watching_stat(self.real_lstat)
+        os.access = _watching_stat(self.real_access)
         sys.meta_path.append(_MissingModuleFinder)  # type: ignore[arg-type]
         return self.recorder
 
@@ -517,6 +580,7 @@ class _recording:
             sys.meta_path.remove(_MissingModuleFinder)  # type: ignore[arg-type]
         os.stat = self.real_stat
         os.lstat = self.real_lstat
+        os.access = self.real_access
         os.environ = self.recorder.environ.real  # type: ignore[assignment]
         _active = None
         _active_lock.release()

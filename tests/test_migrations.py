@@ -475,6 +475,18 @@ def test_failed_deferred_commit_names_held_file(tmp_path, settings, conn, schema
     assert not table_exists(conn, schema, "later")
 
 
+def test_deferred_failure_in_no_transaction_file(tmp_path, settings, conn, schema):
+    folder = write_files(tmp_path / "sql", {"0001_deferred.sql": NO_TX + DEFERRED_VIOLATION})
+
+    with pytest.raises(MigrationError) as caught:
+        run_migrations(settings, sql_dir=folder)
+
+    assert "0001_deferred.sql, line 4, statement 3 failed: COMMIT failed" in caught.value.message
+    assert "DETAIL: Key (parent_id)=(42)" in caught.value.message
+    (row,) = history_rows(conn, schema)
+    assert (row.status, row.statements_done) == (history.STATUS_FAILED, 2)
+
+
 def test_failure_after_held_file_keeps_it(tmp_path, settings, conn, schema):
     folder = write_files(tmp_path / "sql", {
         "0001_events.sql": EVENTS,

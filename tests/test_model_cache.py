@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import py_compile
 import sys
 import time
 import uuid
@@ -51,6 +52,19 @@ try:
     names += {package}_plugin.NAMES
 except ImportError:
     pass
+try:
+    from {package} import broken
+    names += broken.NAMES
+except RuntimeError:
+    pass
+if os.access(HERE / "state" / "access", os.R_OK):
+    names.append("accessible")
+try:
+    names += sorted(os.listdir(HERE / "later"))
+except FileNotFoundError:
+    pass
+import {package}_shadowed
+names += {package}_shadowed.NAMES
 for name in names:
     sa.Table(name, metadata, sa.Column("id", sa.Integer, primary_key=True), *extra_columns())
 """
@@ -75,14 +89,25 @@ class ModelPackage:
             (self.folder / folder).mkdir(parents=True)
         # Imported before the models, so the import system lists the folder before the recording.
         (root / f"{self.name}_early.py").write_text("")
+        (self.folder / "broken.py").write_text("raise RuntimeError('not ready')\n")
+        # Found in the second folder on sys.path; a file in the first would shadow it.
+        (root.parent / "later_on_path").mkdir()
+        (root.parent / "later_on_path" / f"{self.name}_shadowed.py").write_text("NAMES = []\n")
         (self.folder / "__init__.py").write_text("")
         (self.folder / "columns.py").write_text(COLUMNS)
         (self.folder / "tables.txt").write_text("alpha beta\n")
         (self.folder / "models.py").write_text(MODELS.format(package=self.name, variable=self.variable))
         self.spec = f"{self.name}.models:metadata"
+        monkeypatch.syspath_prepend(str(root.parent / "later_on_path"))
         monkeypatch.syspath_prepend(str(root))
         # A minute old: the cache does not trust files changed just before the import.
-        for path in [root, self.folder, *self.folder.rglob("*")]:
+        for path in [root, root.parent / "later_on_path", *root.parent.glob("later_on_path/*"), self.folder,
+                     *self.folder.rglob("*")]:
+            os.utime(path, ns=(time.time_ns() - 60_000_000_000,) * 2)
+        # Current bytecode, as an application that ran before leaves it: the import then
+        # reads broken.py's .pyc, not broken.py.
+        py_compile.compile(str(self.folder / "broken.py"), invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+        for path in [self.folder, self.folder / "__pycache__", *self.folder.glob("__pycache__/*")]:
             os.utime(path, ns=(time.time_ns() - 60_000_000_000,) * 2)
 
     def forget(self) -> None:
@@ -173,11 +198,17 @@ def test_file_changed_during_import_not_cached(conn, schema, package, cache_dir)
     ("data/more.txt", "zeta"),
     ("state/flag", "flagged"),
     ("../{package}_plugin.py", "theta"),
-], ids=["file read", "existence checked", "optional module"])
+    ("state/access", "accessible"),
+    ("later/iota", "iota"),
+    ("broken.py", "kappa"),
+    ("../{package}_shadowed.py", "lambda"),
+], ids=["file read", "existence checked", "optional module", "os.access", "folder listed", "module fixed",
+        "module shadowed"])
 def test_missing_at_import_then_created_is_seen(conn, schema, package, create, table):
     __import__(f"{package.name}_early")
     assert table not in tables(conn, package, schema)
     path = package.folder / create.format(package=package.name)
+    path.parent.mkdir(exist_ok=True)
     path.write_text(f"NAMES = ['{table}']\n" if path.suffix == ".py" else f"{table}\n")
     os.utime(path, ns=(time.time_ns() - 30_000_000_000,) * 2)
     # The import system keeps listings of folders; a new process starts without them.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -437,3 +438,25 @@ def test_dry_run_new_schema_plans_it(env, tmp_path):
     result = invoke("db.migrate", "--dry-run", env={**env, "TEXTLOOM_MIGRATIONS_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Would apply add_schema" in result.stdout
+
+
+def test_diff_not_compared_needs_strict(env, tmp_path, db_url):
+    # The CHECK calls a function the database lacks, so the server cannot render the table.
+    (tmp_path / "unrenderable_models.py").write_text(
+        "import sqlalchemy as sa\n"
+        "metadata = sa.MetaData()\n"
+        "sa.Table('notes', metadata, sa.Column('id', sa.Integer, primary_key=True, autoincrement=False),\n"
+        "         sa.Column('body', sa.Text, sa.CheckConstraint('no_such_function(body)')))\n")
+    run_env = {**env, "PYTHONPATH": str(tmp_path)}
+    schema = env["TEXTLOOM_DB_SCHEMA"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".notes (id integer PRIMARY KEY, body text)')
+
+    plain = invoke("db.diff", "--models", "unrenderable_models:metadata", env=run_env)
+    strict = invoke("db.diff", "--strict", "--models", "unrenderable_models:metadata", env=run_env)
+
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "2 object(s) of schema" in plain.stdout and "were not compared" in plain.stdout
+    assert "No differences: schema" not in plain.stdout
+    assert strict.returncode == 1
