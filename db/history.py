@@ -19,6 +19,9 @@ HISTORY_TABLE = "textloom_migration_history"
 LOCK_TABLE = "textloom_migration_lock"
 BOOKKEEPING_TABLES = (HISTORY_TABLE, LOCK_TABLE)
 
+# A custom setting, local to a file's transaction, that holds the time the file began.
+FILE_STARTED_SETTING = "textloom.file_started"
+
 # Row kinds.
 KIND_FILE = "file"
 KIND_BASELINE = "baseline"
@@ -170,16 +173,18 @@ def insert_row(conn: psycopg.Connection, schema: str, *, version: int | None, na
 
 def insert_statement(conn: psycopg.Connection, schema: str, *, version: int | None, name: str, kind: str,
                      status: str, checksum: str | None, checksum_version: int | None, statement_count: int,
-                     client: str | None) -> str:
+                     client: str | None, returning_execution_ms: bool = False) -> str:
     """Build an INSERT of a finished row with its values inlined, to append to a larger script.
 
-    Its execution time is measured by the server: from the arrival of the query message
-    that carries the script (``statement_timestamp()``) to the INSERT itself. The runner
-    builds one per file, so the common values are quoted without psycopg's composition.
+    Its execution time is measured by the server, from the time the transaction noted in
+    the setting FILE_STARTED_SETTING to the INSERT itself. The runner builds one per file,
+    so the common values are quoted without psycopg's composition.
     """
     values = (version, name, kind, status, checksum, checksum_version, statement_count, statement_count, client)
+    returning = " RETURNING execution_ms" if returning_execution_ms else ""
     return (f"{_insert_prefix(schema)}{', '.join(_literal(conn, value) for value in values)}, "
-            "(extract(epoch FROM pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::integer)")
+            "(extract(epoch FROM pg_catalog.clock_timestamp() - "
+            f"pg_catalog.current_setting('{FILE_STARTED_SETTING}')::timestamptz) * 1000)::integer)" + returning)
 
 
 @functools.lru_cache(maxsize=8)

@@ -210,9 +210,13 @@ def read_pending(pending: list[LocalMigration], schema: str) -> list[SqlFile]:
     return parsed
 
 
-# A file that ran faster than this commits together with the next file's script, which
-# saves one round trip per file. A slower file commits at once, so its line is not delayed.
-_HOLD_COMMIT_BELOW_MS = 100
+# Quick transactional files go to the server several at a time, in one script whose
+# COMMITs sit between them. A script that ran faster than this lets the next one carry
+# twice as many files, up to the maximum. The last file of a script stays open, and its
+# COMMIT goes first in the next script. Each saves round trips; a slow script falls back to
+# one file, committed at once so its line is not delayed.
+_QUICK_SCRIPT_MS = 100
+_MAX_FILES_PER_SCRIPT = 32
 
 
 @dataclass(frozen=True)
@@ -223,52 +227,79 @@ class _Held:
     elapsed_ms: int
 
 
+@dataclass
+class _ScriptOutcome:
+    """The result of one script: files committed in it, the last file left open, or the file that failed."""
+
+    committed: list[tuple[LocalMigration, int]]
+    open_file: _Held | None = None
+    failed: tuple[LocalMigration, SqlFile] | None = None
+
+
 def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[LocalMigration], parsed: list[SqlFile],
                lock: MigrationLock, progress: Progress, result: RunResult) -> None:
-    """Apply the parsed files in order, each in its own transaction unless it opted out.
-
-    A quick transactional file is held open and its COMMIT is sent as the first command of
-    the next file's script. The COMMIT still comes from a live client that has seen the file
-    succeed, and it runs as soon as the script arrives.
-    """
+    """Apply the parsed files in order, each in its own transaction unless it opted out."""
     held: _Held | None = None
+    files_per_script = 1
 
     def report(migration: LocalMigration, elapsed_ms: int) -> None:
         progress.applied(migration, elapsed_ms)
         result.applied.append((migration, elapsed_ms))
 
+    position = 0
     try:
-        for position, (migration, sql_file) in enumerate(zip(pending, parsed), start=1):
+        while position < len(pending):
             if lock.lost.is_set():
-                raise _lock_lost_error(migration, held)
-            in_one_script = _fits_one_script(sql_file)
-            if held is not None and not in_one_script:
-                _commit(conn, held.migration)
-                report(held.migration, held.elapsed_ms)
-                held = None
-            progress.applying(migration, position, len(pending))
-            if not in_one_script:
-                report(migration, apply_file(conn, settings, migration, sql_file, progress))
+                raise _lock_lost_error(pending[position], held)
+            if not _fits_one_script(parsed[position]):
+                if held is not None:
+                    _commit(conn, held.migration)
+                    report(held.migration, held.elapsed_ms)
+                    held = None
+                progress.applying(pending[position], position + 1, len(pending))
+                report(pending[position], apply_file(conn, settings, pending[position], parsed[position], progress))
+                position += 1
+                files_per_script = 1
                 continue
 
+            limit = 1 if progress.announces_files else files_per_script
+            files = []
+            while (position + len(files) < len(pending) and len(files) < limit
+                   and _fits_one_script(parsed[position + len(files)])):
+                files.append((pending[position + len(files)], parsed[position + len(files)]))
+            for offset, (migration, _sql_file) in enumerate(files):
+                progress.applying(migration, position + offset + 1, len(pending))
+
+            started = time.perf_counter()
             try:
-                elapsed_ms = _apply_in_one_script(conn, settings, migration, sql_file, commit_first=held)
+                outcome = _apply_script(conn, settings, lock, files, commit_first=held)
             except (KeyboardInterrupt, SystemExit):
-                # Interrupted mid-script: the held file's COMMIT may have run before the stop.
-                if held is not None and _is_recorded(conn, settings, held.migration):
-                    report(held.migration, held.elapsed_ms)
+                # Interrupted mid-script: COMMITs in it may have run before the stop.
+                for migration, elapsed_ms in _recorded(conn, settings, held, files):
+                    report(migration, elapsed_ms)
                 raise
             if held is not None:
                 # The script began with the held file's COMMIT, which succeeded.
                 report(held.migration, held.elapsed_ms)
                 held = None
-            if elapsed_ms is None:
-                report(migration, _apply_by_statements(conn, settings, migration, sql_file, progress))
-            elif progress.announces_files or elapsed_ms >= _HOLD_COMMIT_BELOW_MS:
-                _commit(conn, migration)
+            for migration, elapsed_ms in outcome.committed:
                 report(migration, elapsed_ms)
+            position += len(outcome.committed)
+
+            if outcome.failed is not None:
+                migration, sql_file = outcome.failed
+                report(migration, _apply_by_statements(conn, settings, migration, sql_file, progress))
+                position += 1
+                files_per_script = 1
+            elif progress.announces_files or _elapsed_ms(started) >= _QUICK_SCRIPT_MS:
+                _commit(conn, outcome.open_file.migration)
+                report(outcome.open_file.migration, outcome.open_file.elapsed_ms)
+                position += 1
+                files_per_script = 1
             else:
-                held = _Held(migration, elapsed_ms)
+                held = outcome.open_file
+                position += 1
+                files_per_script = min(files_per_script * 2, _MAX_FILES_PER_SCRIPT)
         if held is not None:
             _commit(conn, held.migration)
             report(held.migration, held.elapsed_ms)
@@ -277,14 +308,16 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
         rollback_open_transaction(conn)
 
 
-def _is_recorded(conn: psycopg.Connection, settings: Settings, migration: LocalMigration) -> bool:
-    """Tell whether the history holds ``migration``; False when the connection cannot say."""
+def _recorded(conn: psycopg.Connection, settings: Settings, held: _Held | None,
+              files: list[tuple[LocalMigration, SqlFile]]) -> list[tuple[LocalMigration, int]]:
+    """Return the held file and the files of a script that the history holds; empty when it cannot say."""
     rollback_open_transaction(conn)
     try:
-        rows = history.read_history(conn, settings.schema)
+        rows = {row.version: row for row in history.read_history(conn, settings.schema) if row.success}
     except psycopg.Error:
-        return False
-    return any(row.version == migration.version and row.success for row in rows)
+        return []
+    candidates = ([held.migration] if held is not None else []) + [migration for migration, _sql_file in files]
+    return [(m, rows[m.version].execution_ms) for m in candidates if m.version in rows]
 
 
 def _lock_lost_error(migration: LocalMigration, held: _Held | None) -> MigrationError:
@@ -301,11 +334,6 @@ def apply_file(conn: psycopg.Connection, settings: Settings, migration: LocalMig
     """Apply one parsed file, record it and commit; return the elapsed milliseconds."""
     if not parsed.is_transactional:
         return _apply_statement_by_statement(conn, settings, migration, parsed)
-    if _fits_one_script(parsed):
-        elapsed_ms = _apply_in_one_script(conn, settings, migration, parsed, commit_first=None)
-        if elapsed_ms is not None:
-            _commit(conn, migration)
-            return elapsed_ms
     return _apply_by_statements(conn, settings, migration, parsed, progress)
 
 
@@ -345,67 +373,106 @@ def _apply_by_statements(conn: psycopg.Connection, settings: Settings, migration
             raise
 
 
-def _apply_in_one_script(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
-                         parsed: SqlFile, *, commit_first: _Held | None) -> int | None:
-    """Send BEGIN, the timeouts, every statement and the history row as one query.
+def _apply_script(conn: psycopg.Connection, settings: Settings, lock: MigrationLock,
+                  files: list[tuple[LocalMigration, SqlFile]], *, commit_first: _Held | None) -> _ScriptOutcome:
+    """Send quick files as one query: per file BEGIN, the timeouts, its statements and its history row.
 
-    With ``commit_first``, the script starts with the COMMIT of that held file. On success
-    the file's transaction is left open for the caller to commit, and the elapsed
-    milliseconds are returned. The COMMIT never goes at the end of the script: a server runs
-    a received script to its end even after its client was killed, so a COMMIT there could
-    land after the migration lock expired.
-
-    When a statement fails, the server skips the rest of the script. The transaction is
-    then rolled back and None is returned; a held file was committed before the failure.
-    When the held file's COMMIT fails, MigrationError names that file.
+    With ``commit_first`` the script starts with the COMMIT of that held file. Every file
+    but the last ends with COMMIT, after a check that the migration lock is still this
+    migrator's: a server runs a received script to its end even after its client was
+    killed, and must not commit once the lock has expired. The last file stays open for
+    the caller. When a statement fails the server skips the rest of the script. The files
+    the history then holds are returned as committed, and the first other one as failed.
     """
-    started = time.perf_counter()
-    record = history.insert_statement(
-        conn, settings.schema, version=migration.version, name=migration.name, kind=history.KIND_FILE,
-        status=history.STATUS_APPLIED, checksum=migration.checksum, checksum_version=CHECKSUM_VERSION,
-        statement_count=len(parsed.statements), client=client_label())
-    parts = ["BEGIN", _timeouts_sql(settings), *(s.text for s in parsed.statements), record]
-    if commit_first is not None:
-        parts.insert(0, "COMMIT")
+    parts = ["COMMIT"] if commit_first is not None else []
+    row_positions = []
+    for number, (migration, parsed) in enumerate(files, start=1):
+        parts += ["BEGIN", _timeouts_sql(settings), *(s.text for s in parsed.statements)]
+        is_last = number == len(files)
+        if not is_last:
+            parts.append(_lease_check_sql(settings.schema, lock))
+        row_positions.append(len(parts))
+        parts.append(history.insert_statement(
+            conn, settings.schema, version=migration.version, name=migration.name, kind=history.KIND_FILE,
+            status=history.STATUS_APPLIED, checksum=migration.checksum, checksum_version=CHECKSUM_VERSION,
+            statement_count=len(parsed.statements), client=client_label(), returning_execution_ms=True))
+        if not is_last:
+            parts.append("COMMIT")
 
     try:
         # A ClientCursor sends the script as one simple query; with no parameters, psycopg
-        # leaves % signs in the statements alone.
+        # leaves % signs in the statements alone. Each statement gives one result.
         with psycopg.ClientCursor(conn) as cur:
             cur.execute(";\n".join(parts))
+            results = [cur.fetchall() if cur.description else None]
+            while cur.nextset():
+                results.append(cur.fetchall() if cur.description else None)
     except psycopg.Error as exc:
-        # A failed COMMIT ends its transaction and the server skips the rest: the connection
-        # is idle. A failure after BEGIN leaves it in a failed transaction instead.
-        commit_failed = (commit_first is not None and not is_connection_lost(exc)
-                         and conn.info.transaction_status == TransactionStatus.IDLE)
+        return _after_failed_script(conn, settings, lock, files, commit_first, exc)
+
+    timings = [results[index][0][0] for index in row_positions]
+    committed = [(migration, elapsed_ms) for (migration, _sql_file), elapsed_ms in zip(files[:-1], timings)]
+    return _ScriptOutcome(committed, open_file=_Held(files[-1][0], timings[-1]))
+
+
+def _after_failed_script(conn: psycopg.Connection, settings: Settings, lock: MigrationLock,
+                         files: list[tuple[LocalMigration, SqlFile]], commit_first: _Held | None,
+                         exc: psycopg.Error) -> _ScriptOutcome:
+    """Find out from the history how far a failed script got; raise when it cannot go on."""
+    names = ", ".join(migration.name for migration, _sql_file in files)
+    if is_connection_lost(exc):
         rollback_open_transaction(conn)
-        if commit_failed:
-            raise _commit_error(commit_first.migration, exc) from None
-        if is_connection_lost(exc):
-            if commit_first is not None:
-                file = _("{file} (and the COMMIT of {held})", file=migration.name, held=commit_first.migration.name)
-            else:
-                file = migration.name
-            raise MigrationError(
-                _("{file}: the connection was lost while the file ran: {error} (nothing of this file was "
-                  "applied unless COMMIT reached the server; `invoke db.history` shows which)",
-                  file=file, error=(exc.diag.message_primary or str(exc)).strip()),
-                hint=_("the connection to the server was lost; check the server or pgbouncer, then run "
-                       "`invoke db.migrate` again")) from None
-        log.info("%s failed in one round trip (%s); running it statement by statement", migration.name, exc)
-        return None
-    return _elapsed_ms(started)
+        raise MigrationError(
+            _("{file}: the connection was lost while the file ran: {error} (nothing of this file was "
+              "applied unless COMMIT reached the server; `invoke db.history` shows which)",
+              file=names, error=(exc.diag.message_primary or str(exc)).strip()),
+            hint=_("the connection to the server was lost; check the server or pgbouncer, then run "
+                   "`invoke db.migrate` again")) from None
+
+    rollback_open_transaction(conn)
+    rows = {row.version: row for row in history.read_history(conn, settings.schema) if row.success}
+    if commit_first is not None and commit_first.migration.version not in rows:
+        raise _commit_error(commit_first.migration, exc)
+    committed = []
+    for migration, sql_file in files:
+        if migration.version not in rows:
+            if not _holds_lease(conn, settings, lock):
+                raise _lock_lost_error(migration, None)
+            log.info("%s failed in a script (%s); running it statement by statement", migration.name, exc)
+            return _ScriptOutcome(committed, failed=(migration, sql_file))
+        committed.append((migration, rows[migration.version].execution_ms))
+    raise AssertionError("a failed script left every file committed")  # the last file never commits in it
+
+
+def _lease_check_sql(schema: str, lock: MigrationLock) -> str:
+    """Return a query that fails (division by zero) unless this migrator's lock is still valid."""
+    return f"SELECT 1 / {_lease_count_sql(schema, lock)}"
+
+
+def _holds_lease(conn: psycopg.Connection, settings: Settings, lock: MigrationLock) -> bool:
+    row = conn.execute(f"SELECT {_lease_count_sql(settings.schema, lock)}").fetchone()
+    return bool(row and row[0])
+
+
+def _lease_count_sql(schema: str, lock: MigrationLock) -> str:
+    # The owner is a UUID, so it needs no quoting beyond the single quotes.
+    lock_table = history.table(schema, history.LOCK_TABLE).as_string(None)
+    return (f"(SELECT pg_catalog.count(*) FROM {lock_table} WHERE owner = '{lock.owner}' "
+            "AND expires_at > pg_catalog.clock_timestamp())::integer")
 
 
 @functools.lru_cache(maxsize=8)
 def _timeouts_sql_for(lock_timeout_ms: int, statement_timeout_ms: int) -> str:
-    # SET LOCAL is a utility command: cheaper than a SELECT of set_config(), which the
-    # server plans and executes, and it too ends with the transaction.
-    return f"SET LOCAL lock_timeout = '{lock_timeout_ms}ms'; SET LOCAL statement_timeout = '{statement_timeout_ms}ms'"
+    # All three settings end with the transaction. The file's start time is noted for the
+    # history row: in a script of several files, every transaction starts when the script
+    # arrives, so transaction_timestamp() cannot tell the files apart.
+    return (f"SELECT pg_catalog.set_config('lock_timeout', '{lock_timeout_ms}ms', true), "
+            f"pg_catalog.set_config('statement_timeout', '{statement_timeout_ms}ms', true), "
+            f"pg_catalog.set_config('{history.FILE_STARTED_SETTING}', pg_catalog.clock_timestamp()::text, true)")
 
 
 def _timeouts_sql(settings: Settings) -> str:
-    """Return the query that sets both timeouts for the current transaction (integer values only)."""
+    """Return the query that sets the timeouts of the current transaction and notes when it began."""
     return _timeouts_sql_for(int(settings.lock_timeout * 1000), int(settings.statement_timeout * 1000))
 
 

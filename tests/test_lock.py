@@ -210,13 +210,23 @@ def test_unlock_without_tty_exits_2(settings, conn, schema):
     assert lock_rows(conn, schema) == [("build-7", 4242)]
 
 
-def test_lost_lease_stops_before_next_file(tmp_path, settings, conn, schema):
-    """A migrator whose row was taken over stops before its next file."""
+@pytest.mark.parametrize(("announces_files", "stopped_before", "applied"), [
+    # Quick files go several to a script; the lock check before each COMMIT in it stops file 2.
+    (False, "0002_sleep.sql", [1]),
+    # One file per script: file 2 commits, and the check between files stops file 3.
+    (True, "0003_later.sql", [1, 2]),
+])
+def test_lost_lease_stops_before_next_file(tmp_path, settings, conn, schema, announces_files, stopped_before,
+                                           applied):
+    """A migrator whose row was taken over commits nothing more."""
     sleepy = "SELECT pg_sleep(1.2);\n"
     folder = write_files(tmp_path / "sql", {"0001_events.sql": EVENTS, "0002_sleep.sql": sleepy,
                                             "0003_later.sql": "CREATE TABLE ${schema}.later (id int);\n"})
 
     class Thief(Progress):
+        def __init__(self) -> None:
+            self.announces_files = announces_files
+
         def applying(self, migration, position, total):
             if migration.version == 2:
                 conn.execute(sql.SQL("UPDATE {} SET owner = gen_random_uuid()").format(
@@ -227,8 +237,8 @@ def test_lost_lease_stops_before_next_file(tmp_path, settings, conn, schema):
     with pytest.raises(MigrationError) as caught:
         run_migrations(dataclasses.replace(settings, migration_lock_ttl=0.9), sql_dir=folder, progress=Thief())
 
-    assert "0003_later.sql" in caught.value.message
-    assert [r.version for r in history.read_history(conn, schema)] == [1, 2]
+    assert f"lost before {stopped_before}" in caught.value.message
+    assert [r.version for r in history.read_history(conn, schema)] == applied
 
 
 # --- pgbouncer in transaction pooling mode -----------------------------------

@@ -531,15 +531,15 @@ def test_interrupt_reports_committed_held_file(tmp_path, settings, conn, schema,
         "0001_events.sql": EVENTS,
         "0002_next.sql": "CREATE TABLE ${schema}.later (id int);\n",
     })
-    real_script = migrations._apply_in_one_script
+    real_script = migrations._apply_script
 
-    def interrupted_second(conn_, settings_, migration, parsed, *, commit_first):
-        result = real_script(conn_, settings_, migration, parsed, commit_first=commit_first)
-        if migration.version == 2:
+    def interrupted_second(conn_, settings_, lock, files, *, commit_first):
+        result = real_script(conn_, settings_, lock, files, commit_first=commit_first)
+        if files[0][0].version == 2:
             raise KeyboardInterrupt
         return result
 
-    monkeypatch.setattr(migrations, "_apply_in_one_script", interrupted_second)
+    monkeypatch.setattr(migrations, "_apply_script", interrupted_second)
     progress = OrderProgress()
 
     with pytest.raises(KeyboardInterrupt):
@@ -549,6 +549,42 @@ def test_interrupt_reports_committed_held_file(tmp_path, settings, conn, schema,
     assert ("applied", 1) in progress.events
     assert [row.version for row in history_rows(conn, schema)] == [1]
     assert not table_exists(conn, schema, "later")
+
+
+def quick_files(count: int, **replaced: str) -> dict[str, str]:
+    """Files 1 to ``count`` that each create a table, with some replaced by the given bodies."""
+    files = {f"{n:04d}_t{n}.sql": f"CREATE TABLE ${{schema}}.t{n} (id int);\n" for n in range(1, count + 1)}
+    files.update(replaced)
+    return files
+
+
+@pytest.mark.parametrize("failing, message", [
+    ("CREATE TABLE ${schema}.t7 (id int);\nSELECT 1 / 0;\n", "0007_t7.sql, line 2, statement 2 failed"),
+    (DEFERRED_VIOLATION, "0007_t7.sql: COMMIT failed, so nothing of this file was applied"),
+], ids=["statement fails", "commit fails"])
+def test_failure_inside_script_keeps_earlier(tmp_path, settings, conn, schema, failing, message):
+    # Files 1 to 3 go in scripts of one and two files, files 4 to 10 in a script of four and more.
+    folder = write_files(tmp_path / "sql", quick_files(12, **{"0007_t7.sql": failing}))
+    progress = OrderProgress()
+
+    with pytest.raises(MigrationError) as caught:
+        run_migrations(settings, sql_dir=folder, progress=progress)
+
+    assert message in caught.value.message
+    assert [row.version for row in history_rows(conn, schema)] == list(range(1, 7))
+    assert [version for event, version in progress.events if event == "applied"] == list(range(1, 7))
+    assert not table_exists(conn, schema, "t8")
+
+
+def test_script_records_time_per_file(tmp_path, settings, conn, schema):
+    folder = write_files(tmp_path / "sql", quick_files(0, **{
+        f"{n:04d}_sleep{n}.sql": "SELECT pg_sleep(0.02);\n" for n in range(1, 8)}))
+
+    result = run_migrations(settings, sql_dir=folder)
+
+    # Each file's own 20 ms, not the time since its script began.
+    assert all(15 <= row.execution_ms < 60 for row in history_rows(conn, schema))
+    assert all(15 <= elapsed_ms < 60 for _migration, elapsed_ms in result.applied)
 
 
 class LostAfterFirstCheck:
@@ -687,7 +723,10 @@ def test_inlined_history_row_round_trips(settings, conn, schema, client):
         conn, schema, version=7, name="0007_add_things.sql", kind=history.KIND_FILE, status=history.STATUS_APPLIED,
         checksum="ab" * 32, checksum_version=CHECKSUM_VERSION, statement_count=3, client=client)
 
-    conn.execute(statement)
+    # The runner notes the file's start in the same transaction, before the INSERT.
+    with conn.transaction():
+        conn.execute("SELECT set_config(%s, clock_timestamp()::text, true)", (history.FILE_STARTED_SETTING,))
+        conn.execute(statement)
 
     (row,) = history_rows(conn, schema)
     assert (row.version, row.name, row.checksum, row.statement_count, row.client) == (
