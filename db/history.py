@@ -152,10 +152,11 @@ def insert_row(conn: psycopg.Connection, schema: str, *, version: int | None, na
                status: str, checksum: str | None = None, checksum_version: int | None = None,
                statement_count: int | None = None, statements_done: int | None = None,
                error: str | None = None, sql_text: str | None = None, client: str | None = None,
-               execution_ms: int = 0, commit: bool = False) -> int | None:
+               execution_ms: int = 0, commit: bool = False, before_commit: str | None = None) -> int | None:
     """Insert one row and return its id; with ``commit``, also commit the open transaction.
 
     With ``commit`` the INSERT and the COMMIT travel in one round trip and no id is returned.
+    ``before_commit`` is a query sent between them, such as the migration lock check.
     """
     query = sql.SQL(
         "INSERT INTO {} (version, name, kind, status, checksum, checksum_version, statement_count, "
@@ -165,7 +166,7 @@ def insert_row(conn: psycopg.Connection, schema: str, *, version: int | None, na
     params = (version, name, kind, status, checksum, checksum_version, statement_count, statements_done,
               error, sql_text, client, execution_ms)
     if commit:
-        _execute_and_commit(conn, query, params)
+        _execute_and_commit(conn, query, params, before_commit)
         return None
     row = conn.execute(query + sql.SQL(" RETURNING id"), params).fetchone()
     return row[0]
@@ -207,24 +208,27 @@ def _literal(conn: psycopg.Connection, value: object) -> str:
     return sql.Literal(value).as_string(conn)
 
 
-def _execute_and_commit(conn: psycopg.Connection, query: sql.Composable, params: tuple) -> None:
-    # Client-side binding lets the two commands go as one simple query, which creates no
-    # prepared statement. If the first fails, the server skips COMMIT and the caller rolls back.
+def _execute_and_commit(conn: psycopg.Connection, query: sql.Composable, params: tuple,
+                        before_commit: str | None = None) -> None:
+    # Client-side binding lets the commands go as one simple query, which creates no
+    # prepared statement. If one fails, the server skips COMMIT and the caller rolls back.
+    # The % signs of before_commit are doubled, since the query carries parameters.
+    middle = sql.SQL("; " + before_commit.replace("%", "%%")) if before_commit else sql.SQL("")
     with psycopg.ClientCursor(conn) as cur:
-        cur.execute(query + sql.SQL("; COMMIT"), params)
+        cur.execute(query + middle + sql.SQL("; COMMIT"), params)
 
 
 def update_progress(conn: psycopg.Connection, schema: str, row_id: int, *, status: str,
                     statements_done: int, error: str | None = None, execution_ms: int = 0,
-                    commit: bool = False) -> None:
-    """Update the progress of a row; with ``commit``, also commit the open transaction."""
+                    commit: bool = False, before_commit: str | None = None) -> None:
+    """Update the progress of a row; with ``commit``, also commit the open transaction after ``before_commit``."""
     query = sql.SQL(
         "UPDATE {} SET status = %s, statements_done = %s, error = %s, execution_ms = %s, "
         "applied_at = now() WHERE id = %s"
     ).format(table(schema, HISTORY_TABLE))
     params = (status, statements_done, error, execution_ms, row_id)
     if commit:
-        _execute_and_commit(conn, query, params)
+        _execute_and_commit(conn, query, params, before_commit)
         return
     conn.execute(query, params)
 

@@ -234,6 +234,8 @@ class _ScriptOutcome:
     committed: list[tuple[LocalMigration, int]]
     open_file: _Held | None = None
     failed: tuple[LocalMigration, SqlFile] | None = None
+    # The failure was lock_timeout: the script counts as the file's first attempt.
+    failed_on_lock_timeout: bool = False
 
 
 def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[LocalMigration], parsed: list[SqlFile],
@@ -241,6 +243,7 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
     """Apply the parsed files in order, each in its own transaction unless it opted out."""
     held: _Held | None = None
     files_per_script = 1
+    guard = _LeaseGuard(settings.schema, lock)
 
     def report(migration: LocalMigration, elapsed_ms: int) -> None:
         progress.applied(migration, elapsed_ms)
@@ -253,11 +256,12 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
                 raise _lock_lost_error(pending[position], held)
             if not _fits_one_script(parsed[position]):
                 if held is not None:
-                    _commit(conn, held.migration)
+                    _commit(conn, held.migration, guard)
                     report(held.migration, held.elapsed_ms)
                     held = None
                 progress.applying(pending[position], position + 1, len(pending))
-                report(pending[position], apply_file(conn, settings, pending[position], parsed[position], progress))
+                report(pending[position], apply_file(conn, settings, pending[position], parsed[position], progress,
+                                                     guard=guard))
                 position += 1
                 files_per_script = 1
                 continue
@@ -272,7 +276,7 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
 
             started = time.perf_counter()
             try:
-                outcome = _apply_script(conn, settings, lock, files, commit_first=held)
+                outcome = _apply_script(conn, settings, guard, files, commit_first=held)
             except (KeyboardInterrupt, SystemExit):
                 # Interrupted mid-script: COMMITs in it may have run before the stop.
                 for migration, elapsed_ms in _recorded(conn, settings, held, files):
@@ -288,11 +292,12 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
 
             if outcome.failed is not None:
                 migration, sql_file = outcome.failed
-                report(migration, _apply_by_statements(conn, settings, migration, sql_file, progress))
+                report(migration, _apply_by_statements(conn, settings, migration, sql_file, progress, guard,
+                                                       after_lock_timeout=outcome.failed_on_lock_timeout))
                 position += 1
                 files_per_script = 1
             elif progress.announces_files or _elapsed_ms(started) >= _QUICK_SCRIPT_MS:
-                _commit(conn, outcome.open_file.migration)
+                _commit(conn, outcome.open_file.migration, guard)
                 report(outcome.open_file.migration, outcome.open_file.elapsed_ms)
                 position += 1
                 files_per_script = 1
@@ -301,7 +306,7 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
                 position += 1
                 files_per_script = min(files_per_script * 2, _MAX_FILES_PER_SCRIPT)
         if held is not None:
-            _commit(conn, held.migration)
+            _commit(conn, held.migration, guard)
             report(held.migration, held.elapsed_ms)
     finally:
         # A held file whose COMMIT was never sent is rolled back here, on error or interrupt.
@@ -330,11 +335,11 @@ def _lock_lost_error(migration: LocalMigration, held: _Held | None) -> Migration
 
 
 def apply_file(conn: psycopg.Connection, settings: Settings, migration: LocalMigration, parsed: SqlFile,
-               progress: Progress) -> int:
+               progress: Progress, *, guard: _LeaseGuard) -> int:
     """Apply one parsed file, record it and commit; return the elapsed milliseconds."""
     if not parsed.is_transactional:
-        return _apply_statement_by_statement(conn, settings, migration, parsed)
-    return _apply_by_statements(conn, settings, migration, parsed, progress)
+        return _apply_statement_by_statement(conn, settings, migration, parsed, guard)
+    return _apply_by_statements(conn, settings, migration, parsed, progress, guard)
 
 
 def _fits_one_script(parsed: SqlFile) -> bool:
@@ -343,13 +348,24 @@ def _fits_one_script(parsed: SqlFile) -> bool:
 
 
 def _apply_by_statements(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
-                         parsed: SqlFile, progress: Progress) -> int:
+                         parsed: SqlFile, progress: Progress, guard: _LeaseGuard, *,
+                         after_lock_timeout: bool = False) -> int:
     """Run a transactional file statement by statement in one transaction, with lock retries.
 
     This names the statement that fails. It is the path for files with COPY data, and the
-    second attempt after the whole script failed and was rolled back.
+    second attempt after the whole script failed and was rolled back. With
+    ``after_lock_timeout`` that script reached lock_timeout, and counts as the first attempt.
     """
     attempt = 0
+    if after_lock_timeout:
+        if settings.lock_retries == 0:
+            raise MigrationError(
+                _("{file}: lock_timeout reached; nothing of this file was applied", file=migration.name),
+                hint=_("another session held a conflicting lock for longer than lock_timeout; find it in "
+                       "pg_stat_activity, or raise TEXTLOOM_LOCK_TIMEOUT, then run `invoke db.migrate` again"))
+        attempt = 1
+        progress.retrying(migration, attempt, backoff(attempt))
+        time.sleep(backoff(attempt))
     while True:
         started = time.perf_counter()
         begin_with_timeouts(conn, settings)
@@ -357,7 +373,7 @@ def _apply_by_statements(conn: psycopg.Connection, settings: Settings, migration
             for statement in parsed.statements:
                 _execute(conn, statement, migration)
             elapsed_ms = _elapsed_ms(started)
-            _record_and_commit(conn, settings, migration, len(parsed.statements), elapsed_ms)
+            _record_and_commit(conn, settings, migration, len(parsed.statements), elapsed_ms, guard)
             return elapsed_ms
         except _StatementFailed as failure:
             rollback_open_transaction(conn)
@@ -373,7 +389,7 @@ def _apply_by_statements(conn: psycopg.Connection, settings: Settings, migration
             raise
 
 
-def _apply_script(conn: psycopg.Connection, settings: Settings, lock: MigrationLock,
+def _apply_script(conn: psycopg.Connection, settings: Settings, guard: _LeaseGuard,
                   files: list[tuple[LocalMigration, SqlFile]], *, commit_first: _Held | None) -> _ScriptOutcome:
     """Send quick files as one query: per file BEGIN, the timeouts, its statements and its history row.
 
@@ -384,13 +400,13 @@ def _apply_script(conn: psycopg.Connection, settings: Settings, lock: MigrationL
     the caller. When a statement fails the server skips the rest of the script. The files
     the history then holds are returned as committed, and the first other one as failed.
     """
-    parts = ["COMMIT"] if commit_first is not None else []
+    parts = [guard.check_sql, "COMMIT"] if commit_first is not None else []
     row_positions = []
     for number, (migration, parsed) in enumerate(files, start=1):
         parts += ["BEGIN", _timeouts_sql(settings), *(s.text for s in parsed.statements)]
         is_last = number == len(files)
         if not is_last:
-            parts.append(_lease_check_sql(settings.schema, lock))
+            parts.append(guard.check_sql)
         row_positions.append(len(parts))
         parts.append(history.insert_statement(
             conn, settings.schema, version=migration.version, name=migration.name, kind=history.KIND_FILE,
@@ -408,14 +424,14 @@ def _apply_script(conn: psycopg.Connection, settings: Settings, lock: MigrationL
             while cur.nextset():
                 results.append(cur.fetchall() if cur.description else None)
     except psycopg.Error as exc:
-        return _after_failed_script(conn, settings, lock, files, commit_first, exc)
+        return _after_failed_script(conn, settings, guard, files, commit_first, exc)
 
     timings = [results[index][0][0] for index in row_positions]
     committed = [(migration, elapsed_ms) for (migration, _sql_file), elapsed_ms in zip(files[:-1], timings)]
     return _ScriptOutcome(committed, open_file=_Held(files[-1][0], timings[-1]))
 
 
-def _after_failed_script(conn: psycopg.Connection, settings: Settings, lock: MigrationLock,
+def _after_failed_script(conn: psycopg.Connection, settings: Settings, guard: _LeaseGuard,
                          files: list[tuple[LocalMigration, SqlFile]], commit_first: _Held | None,
                          exc: psycopg.Error) -> _ScriptOutcome:
     """Find out from the history how far a failed script got; raise when it cannot go on."""
@@ -432,33 +448,47 @@ def _after_failed_script(conn: psycopg.Connection, settings: Settings, lock: Mig
     rollback_open_transaction(conn)
     rows = {row.version: row for row in history.read_history(conn, settings.schema) if row.success}
     if commit_first is not None and commit_first.migration.version not in rows:
-        raise _commit_error(commit_first.migration, exc)
+        raise _commit_failure(conn, guard, commit_first.migration, exc)
     committed = []
     for migration, sql_file in files:
         if migration.version not in rows:
-            if not _holds_lease(conn, settings, lock):
+            if not guard.is_held(conn):
                 raise _lock_lost_error(migration, None)
             log.info("%s failed in a script (%s); running it statement by statement", migration.name, exc)
-            return _ScriptOutcome(committed, failed=(migration, sql_file))
+            return _ScriptOutcome(committed, failed=(migration, sql_file),
+                                  failed_on_lock_timeout=isinstance(exc, pg_errors.LockNotAvailable))
         committed.append((migration, rows[migration.version].execution_ms))
-    raise AssertionError("a failed script left every file committed")  # the last file never commits in it
+    # The last file never commits inside its script, so another migrator recorded it: the
+    # lock was lost, or its row was deleted by hand.
+    raise MigrationError(
+        _("{file} was recorded by another migrator while this one ran it: {error}", file=files[-1][0].name,
+          error=(exc.diag.message_primary or str(exc)).strip()),
+        hint=_("check with `invoke db.history` and `invoke db.verify` that each file was applied once, "
+               "then run `invoke db.migrate` again"))
 
 
-def _lease_check_sql(schema: str, lock: MigrationLock) -> str:
-    """Return a query that fails (division by zero) unless this migrator's lock is still valid."""
-    return f"SELECT 1 / {_lease_count_sql(schema, lock)}"
+class _LeaseGuard:
+    """The check, sent before each COMMIT of a file, that this migrator still holds the migration lock.
 
+    A paused or killed migrator must not commit after its lease ran out: another migrator
+    may hold the lock by then. The check fails (division by zero) unless the lock row
+    still names this migrator with an unexpired lease.
+    """
 
-def _holds_lease(conn: psycopg.Connection, settings: Settings, lock: MigrationLock) -> bool:
-    row = conn.execute(f"SELECT {_lease_count_sql(settings.schema, lock)}").fetchone()
-    return bool(row and row[0])
+    def __init__(self, schema: str, lock: MigrationLock) -> None:
+        # The owner is a UUID, so it needs no quoting beyond the single quotes.
+        lock_table = history.table(schema, history.LOCK_TABLE).as_string(None)
+        self._count = (f"(SELECT pg_catalog.count(*) FROM {lock_table} WHERE owner = '{lock.owner}' "
+                       "AND expires_at > pg_catalog.clock_timestamp())::integer")
+        self.check_sql = f"SELECT 1 / {self._count}"
 
-
-def _lease_count_sql(schema: str, lock: MigrationLock) -> str:
-    # The owner is a UUID, so it needs no quoting beyond the single quotes.
-    lock_table = history.table(schema, history.LOCK_TABLE).as_string(None)
-    return (f"(SELECT pg_catalog.count(*) FROM {lock_table} WHERE owner = '{lock.owner}' "
-            "AND expires_at > pg_catalog.clock_timestamp())::integer")
+    def is_held(self, conn: psycopg.Connection) -> bool:
+        """Tell whether the lease is still valid; False when the connection cannot say."""
+        try:
+            row = conn.execute(f"SELECT {self._count}").fetchone()
+        except psycopg.Error:
+            return False
+        return bool(row and row[0])
 
 
 @functools.lru_cache(maxsize=8)
@@ -476,16 +506,17 @@ def _timeouts_sql(settings: Settings) -> str:
     return _timeouts_sql_for(int(settings.lock_timeout * 1000), int(settings.statement_timeout * 1000))
 
 
-def _commit(conn: psycopg.Connection, migration: LocalMigration) -> None:
+def _commit(conn: psycopg.Connection, migration: LocalMigration, guard: _LeaseGuard) -> None:
     try:
-        conn.execute("COMMIT")
+        # One simple query: the server skips COMMIT when the check fails.
+        with psycopg.ClientCursor(conn) as cur:
+            cur.execute(f"{guard.check_sql}; COMMIT")
     except psycopg.Error as exc:
-        rollback_open_transaction(conn)
-        raise _commit_error(migration, exc) from None
+        raise _commit_failure(conn, guard, migration, exc) from None
 
 
 def _record_and_commit(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
-                       statement_count: int, elapsed_ms: int) -> None:
+                       statement_count: int, elapsed_ms: int, guard: _LeaseGuard) -> None:
     """Insert the success row and commit in one round trip.
 
     COMMIT can fail on its own, for example on a deferred constraint of the file.
@@ -495,9 +526,23 @@ def _record_and_commit(conn: psycopg.Connection, settings: Settings, migration: 
             conn, settings.schema, version=migration.version, name=migration.name,
             kind=history.KIND_FILE, status=history.STATUS_APPLIED, checksum=migration.checksum,
             checksum_version=CHECKSUM_VERSION, statement_count=statement_count,
-            statements_done=statement_count, client=client_label(), execution_ms=elapsed_ms, commit=True)
+            statements_done=statement_count, client=client_label(), execution_ms=elapsed_ms, commit=True,
+            before_commit=guard.check_sql)
     except psycopg.Error as exc:
-        raise _commit_error(migration, exc) from None
+        raise _commit_failure(conn, guard, migration, exc) from None
+
+
+def _commit_failure(conn: psycopg.Connection, guard: _LeaseGuard, migration: LocalMigration,
+                    exc: psycopg.Error) -> MigrationError:
+    """Roll back after a failed COMMIT and tell why: a lost lock, or what COMMIT reported."""
+    connection_lost = is_connection_lost(exc)
+    rollback_open_transaction(conn)
+    if not connection_lost and not guard.is_held(conn):
+        return MigrationError(
+            _("the migration lock was lost before {file} could commit; nothing of it was applied",
+              file=migration.name),
+            hint=_("another migrator took over after the lock expired; run `invoke db.migrate` again"))
+    return _commit_error(migration, exc)
 
 
 def _commit_error(migration: LocalMigration, exc: psycopg.Error) -> MigrationError:
@@ -519,7 +564,7 @@ def _commit_error(migration: LocalMigration, exc: psycopg.Error) -> MigrationErr
 
 
 def _apply_statement_by_statement(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
-                                  parsed: SqlFile) -> int:
+                                  parsed: SqlFile, guard: _LeaseGuard) -> int:
     started = time.perf_counter()
     total = len(parsed.statements)
     row_id = history.insert_row(
@@ -529,7 +574,7 @@ def _apply_statement_by_statement(conn: psycopg.Connection, settings: Settings, 
 
     for done, statement in enumerate(parsed.statements):
         try:
-            _run_with_retries(conn, settings, migration, statement, row_id, done + 1)
+            _run_with_retries(conn, settings, migration, statement, row_id, done + 1, guard)
         except _StatementFailed as failure:
             _record_failure(settings, row_id, done, failure, _elapsed_ms(started))
             detail = _("statements 1 to {done} of {total} were applied; statement {number} and later were not",
@@ -547,7 +592,7 @@ def _apply_statement_by_statement(conn: psycopg.Connection, settings: Settings, 
 
 
 def _run_with_retries(conn: psycopg.Connection, settings: Settings, migration: LocalMigration,
-                      statement: Statement, row_id: int, done: int) -> None:
+                      statement: Statement, row_id: int, done: int, guard: _LeaseGuard) -> None:
     attempt = 0
     while True:
         try:
@@ -564,8 +609,14 @@ def _run_with_retries(conn: psycopg.Connection, settings: Settings, migration: L
                     _execute(conn, statement, migration)
                     try:
                         history.update_progress(conn, settings.schema, row_id, status=history.STATUS_RUNNING,
-                                                statements_done=done, commit=True)
+                                                statements_done=done, commit=True, before_commit=guard.check_sql)
                     except psycopg.Error as exc:
+                        if not is_connection_lost(exc) and not _lease_after_failure(conn, guard):
+                            raise MigrationError(
+                                _("the migration lock was lost before statement {number} of {file} could commit",
+                                  number=statement.index, file=migration.name),
+                                hint=_("another migrator took over after the lock expired; the history shows "
+                                       "how far the file got")) from None
                         # COMMIT runs what the statement deferred, such as a DEFERRABLE foreign key.
                         raise _StatementFailed(migration, statement, exc, at_commit=True) from exc
                 except BaseException:
@@ -578,6 +629,11 @@ def _run_with_retries(conn: psycopg.Connection, settings: Settings, migration: L
                 time.sleep(backoff(attempt))
                 continue
             raise
+
+
+def _lease_after_failure(conn: psycopg.Connection, guard: _LeaseGuard) -> bool:
+    rollback_open_transaction(conn)
+    return guard.is_held(conn)
 
 
 def _record_failure(settings: Settings, row_id: int, done: int, failure: _StatementFailed, elapsed_ms: int) -> None:

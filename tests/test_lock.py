@@ -211,10 +211,10 @@ def test_unlock_without_tty_exits_2(settings, conn, schema):
 
 
 @pytest.mark.parametrize(("announces_files", "stopped_before", "applied"), [
-    # Quick files go several to a script; the lock check before each COMMIT in it stops file 2.
-    (False, "0002_sleep.sql", [1]),
-    # One file per script: file 2 commits, and the check between files stops file 3.
-    (True, "0003_later.sql", [1, 2]),
+    # File 1 waits to commit with the next script, whose lock check fails first.
+    (False, "0001_events.sql", []),
+    # One file at a time: file 1 has committed, and the check before file 2's COMMIT fails.
+    (True, "0002_sleep.sql", [1]),
 ])
 def test_lost_lease_stops_before_next_file(tmp_path, settings, conn, schema, announces_files, stopped_before,
                                            applied):
@@ -237,7 +237,7 @@ def test_lost_lease_stops_before_next_file(tmp_path, settings, conn, schema, ann
     with pytest.raises(MigrationError) as caught:
         run_migrations(dataclasses.replace(settings, migration_lock_ttl=0.9), sql_dir=folder, progress=Thief())
 
-    assert f"lost before {stopped_before}" in caught.value.message
+    assert f"lost before {stopped_before} could commit" in caught.value.message
     assert [r.version for r in history.read_history(conn, schema)] == applied
 
 

@@ -670,6 +670,23 @@ def test_lock_timeout_retries_then_fails(blocked_events, settings, conn, schema)
     assert [r.version for r in history_rows(conn, schema)] == [1]
 
 
+def test_no_retries_means_one_wait(blocked_events, settings, conn, schema):
+    folder, _blocker = blocked_events
+    write_files(folder, {"0002_alter.sql": ALTER_EVENTS})
+    fast = dataclasses.replace(settings, lock_timeout=1.0, lock_retries=0)
+    progress = RecordingProgress()
+
+    started = time.monotonic()
+    with pytest.raises(MigrationError) as caught:
+        run_migrations(fast, sql_dir=folder, progress=progress)
+
+    # One lock_timeout of 1 s; a second try would take at least 2 s.
+    assert time.monotonic() - started < 1.9
+    assert progress.retries == []
+    assert "0002_alter.sql" in caught.value.message
+    assert [r.version for r in history_rows(conn, schema)] == [1]
+
+
 def test_lock_timeout_retry_succeeds(blocked_events, settings, conn, schema):
     folder, blocker = blocked_events
     write_files(folder, {"0002_alter.sql": ALTER_EVENTS})
