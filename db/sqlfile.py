@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,6 +229,7 @@ def _split(text: str, source: str, placeholders: Mapping[str, str] | None) -> _P
         line += sql_text.count("\n", counted_to, start)
         counted_to = start
         text = sql_text[start:end]
+        _check_session_state(raw_stmt, text, source, line)
         kind, copy_data = None, None
         if _needs_tree(raw_stmt):
             node = parser.parse_sql(text)[0].stmt
@@ -685,6 +686,89 @@ def _check_statement(node: ast.Node, source: str, line: int, has_directive: bool
               file=source, line=line, command=_TRANSACTION_COMMANDS.get(node.kind, "transaction statement")),
             hint=hint,
         )
+
+
+# Functions whose effect lasts for the session; their _xact_ forms end with the transaction.
+_SESSION_LOCK_FUNCTIONS = frozenset({"pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
+                                     "pg_try_advisory_lock_shared"})
+_CURSOR_OPT_HOLD = 0x0020
+
+
+def _check_session_state(raw: _RawStatement, text: str, source: str, line: int) -> None:
+    """Reject statements whose effect outlives the transaction on the server connection.
+
+    Through pgbouncer in transaction pooling mode, such state stays on a server connection
+    that other clients use next, as a session SET would.
+    """
+    kind = _session_state_kind(raw, text)
+    if kind is None:
+        return
+    raise MigrationError(
+        _("{file}, line {line}: {kind} lasts beyond the transaction, so it would stay on a pooled server "
+          "connection after the migration", file=source, line=line, kind=kind),
+        hint=_("{instead}; nothing has run", instead=_session_state_instead(kind)),
+    )
+
+
+def _session_state_instead(kind: str) -> str:
+    return {
+        "PREPARE": _("run the statement itself instead of preparing it"),
+        "LISTEN": _("remove it, since a migration receives no notifications"),
+        "DECLARE ... WITH HOLD": _("declare the cursor without WITH HOLD"),
+        "CREATE TEMPORARY TABLE": _("add ON COMMIT DROP"),
+        "pg_advisory_lock()": _("use pg_advisory_xact_lock(), which ends with the transaction"),
+        "set_config(..., false)": _("pass true as the third argument, which ends the setting with the transaction"),
+    }[kind]
+
+
+def _session_state_kind(raw: _RawStatement, text: str) -> str | None:
+    body = raw.body
+    if raw.tag == "PrepareStmt":
+        return "PREPARE"
+    if raw.tag == "ListenStmt":
+        return "LISTEN"
+    if raw.tag == "DeclareCursorStmt" and body.get("options", 0) & _CURSOR_OPT_HOLD:
+        return "DECLARE ... WITH HOLD"
+    if raw.tag == "CreateStmt":
+        relation, on_commit = body.get("relation", {}), body.get("oncommit")
+    elif raw.tag == "CreateTableAsStmt":
+        relation, on_commit = body.get("into", {}).get("rel", {}), body.get("into", {}).get("onCommit")
+    else:
+        relation, on_commit = {}, None
+    if relation.get("relpersistence") == "t" and on_commit != "ONCOMMIT_DROP":
+        return "CREATE TEMPORARY TABLE"
+    lowered = text.lower()
+    if "advisory" in lowered or "set_config" in lowered:
+        for call in _function_calls(body):
+            name = call.get("funcname", [{}])[-1].get("String", {}).get("sval")
+            if name in _SESSION_LOCK_FUNCTIONS:
+                return "pg_advisory_lock()"
+            if name == "set_config" and not _is_constant_true(call.get("args", [])[2:3]):
+                return "set_config(..., false)"
+    return None
+
+
+def _function_calls(node: object) -> Iterator[dict]:
+    """Yield every FuncCall node of a statement's JSON parse tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "FuncCall":
+                yield value
+            yield from _function_calls(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _function_calls(item)
+
+
+def _is_constant_true(args: list) -> bool:
+    """Tell whether the one argument given is the constant true (a string such as 'on' counts)."""
+    if len(args) != 1:
+        return False
+    constant = args[0].get("A_Const", {})
+    if "boolval" in constant:
+        return bool(constant["boolval"].get("boolval"))
+    value = constant.get("sval", {}).get("sval")
+    return isinstance(value, str) and value.lower() in ("true", "on", "yes", "1", "t")
 
 
 def _check_transactional(parsed: _Parsed, source: str) -> None:

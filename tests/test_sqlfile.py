@@ -882,3 +882,33 @@ def test_session_set_rejected(statement):
 ])
 def test_transaction_scoped_set_allowed(statement):
     assert len(split_sql(f"{statement};\nSELECT 1;\n", source="0002_x.sql")) == 2
+
+
+@pytest.mark.parametrize("statement, kind", [
+    ("PREPARE find AS SELECT 1", "PREPARE"),
+    ("LISTEN render_done", "LISTEN"),
+    ("DECLARE rows_cursor CURSOR WITH HOLD FOR SELECT 1", "DECLARE ... WITH HOLD"),
+    ("CREATE TEMP TABLE scratch (id int)", "CREATE TEMPORARY TABLE"),
+    ("CREATE TEMPORARY TABLE scratch AS SELECT 1 AS id", "CREATE TEMPORARY TABLE"),
+    ("SELECT pg_advisory_lock(42)", "pg_advisory_lock()"),
+    ("SELECT pg_catalog.pg_try_advisory_lock_shared(1, 2)", "pg_advisory_lock()"),
+    ("SELECT set_config('search_path', 'app', false)", "set_config(..., false)"),
+    ("SELECT 1 FROM (SELECT set_config('x.y', 'z', is_local) FROM (VALUES (true)) v(is_local)) s",
+     "set_config(..., false)"),
+])
+def test_session_state_rejected(statement, kind):
+    with pytest.raises(MigrationError) as caught:
+        split_sql(f"SELECT 1;\n{statement};\n", source="0002_x.sql")
+    assert f"0002_x.sql, line 2: {kind} lasts beyond the transaction" in caught.value.message
+    assert "nothing has run" in caught.value.hint
+
+
+@pytest.mark.parametrize("statement", [
+    "DECLARE rows_cursor CURSOR FOR SELECT 1",
+    "CREATE TEMP TABLE scratch (id int) ON COMMIT DROP",
+    "SELECT pg_advisory_xact_lock(42)",
+    "SELECT set_config('search_path', 'app', true)",
+    "CREATE FUNCTION locker() RETURNS void LANGUAGE sql AS $$ SELECT pg_advisory_lock(1) $$",
+])
+def test_transaction_scoped_state_allowed(statement):
+    assert len(split_sql(f"{statement};\nSELECT 1;\n", source="0002_x.sql")) == 2
