@@ -221,9 +221,16 @@ def check_migrations(ctx: VerifyContext, conn: psycopg.Connection) -> CheckResul
                   "`invoke db.migrate --allow-out-of-order`", names=", ".join(late), highest=highest)
                 if late else _("run `invoke db.migrate`"))
         return CheckResult(name, FAILED, _("{count} pending: {names}", count=len(plan.pending),
-                                           names=", ".join(m.name for m in plan.pending)), hint)
+                                           names=_first_names([m.name for m in plan.pending])), hint)
     return CheckResult(name, OK, _("{count} applied, none pending or failed, all checksums match",
                                    count=len(plan.local)))
+
+
+def _first_names(names: list[str], shown: int = 5) -> str:
+    """Join the first names, and say how many more there are, so a table cell stays readable."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return _("{names} and {count} more", names=", ".join(names[:shown]), count=len(names) - shown)
 
 
 @_guard_connection("migration lock")

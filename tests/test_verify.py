@@ -129,6 +129,18 @@ def test_migrations_pending(settings, conn):
     assert "db.migrate" in result.hint
 
 
+def test_many_pending_names_shortened(settings, conn, tmp_path):
+    folder = tmp_path / "sql"
+    folder.mkdir()
+    for number in range(1, 9):
+        (folder / f"{number:04d}_t{number}.sql").write_text(f"CREATE TABLE ${{schema}}.t{number} (id int);\n")
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(settings.schema)))
+
+    result = run_one(verify.check_migrations, dataclasses.replace(settings, migrations_dir=folder))
+
+    assert result.detail == "8 pending: 0001_t1.sql, 0002_t2.sql, 0003_t3.sql, 0004_t4.sql, 0005_t5.sql and 3 more"
+
+
 def test_migrations_failed_row(created, conn):
     with conn.transaction():
         history.insert_row(conn, created.schema, version=9999, name="9999_broken.sql", kind=history.KIND_FILE,
