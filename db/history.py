@@ -174,24 +174,28 @@ def insert_row(conn: psycopg.Connection, schema: str, *, version: int | None, na
 
 def insert_statement(conn: psycopg.Connection, schema: str, *, version: int | None, name: str, kind: str,
                      status: str, checksum: str | None, checksum_version: int | None, statement_count: int,
-                     client: str | None, returning_execution_ms: bool = False) -> str:
+                     client: str | None, returning_execution_ms: bool = False, only_if: str | None = None) -> str:
     """Build an INSERT of a finished row with its values inlined, to append to a larger script.
 
     Its execution time is measured by the server, from the time the transaction noted in
     the setting FILE_STARTED_SETTING to the INSERT itself. The runner builds one per file,
-    so the common values are quoted without psycopg's composition.
+    so the common values are quoted without psycopg's composition. ``only_if`` is a
+    condition the row is inserted under, evaluated in the same statement.
     """
     values = (version, name, kind, status, checksum, checksum_version, statement_count, statement_count, client)
+    row = (f"{', '.join(_literal(conn, value) for value in values)}, "
+           "(extract(epoch FROM pg_catalog.clock_timestamp() - "
+           f"pg_catalog.current_setting('{FILE_STARTED_SETTING}')::timestamptz) * 1000)::integer")
     returning = " RETURNING execution_ms" if returning_execution_ms else ""
-    return (f"{_insert_prefix(schema)}{', '.join(_literal(conn, value) for value in values)}, "
-            "(extract(epoch FROM pg_catalog.clock_timestamp() - "
-            f"pg_catalog.current_setting('{FILE_STARTED_SETTING}')::timestamptz) * 1000)::integer)" + returning)
+    if only_if is not None:
+        return f"{_insert_prefix(schema)} SELECT {row} WHERE {only_if}{returning}"
+    return f"{_insert_prefix(schema)} VALUES ({row}){returning}"
 
 
 @functools.lru_cache(maxsize=8)
 def _insert_prefix(schema: str) -> str:
     return (f"INSERT INTO {table(schema, HISTORY_TABLE).as_string(None)} (version, name, kind, status, checksum, "
-            "checksum_version, statement_count, statements_done, client, execution_ms) VALUES (")
+            "checksum_version, statement_count, statements_done, client, execution_ms)")
 
 
 # Text made only of these characters needs no escaping inside single quotes.

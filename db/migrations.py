@@ -405,13 +405,13 @@ def _apply_script(conn: psycopg.Connection, settings: Settings, guard: _LeaseGua
     for number, (migration, parsed) in enumerate(files, start=1):
         parts += ["BEGIN", _timeouts_sql(settings), *(s.text for s in parsed.statements)]
         is_last = number == len(files)
-        if not is_last:
-            parts.append(guard.check_sql)
         row_positions.append(len(parts))
+        # Before a COMMIT in the script, the history row itself runs the lock check.
         parts.append(history.insert_statement(
             conn, settings.schema, version=migration.version, name=migration.name, kind=history.KIND_FILE,
             status=history.STATUS_APPLIED, checksum=migration.checksum, checksum_version=CHECKSUM_VERSION,
-            statement_count=len(parsed.statements), client=client_label(), returning_execution_ms=True))
+            statement_count=len(parsed.statements), client=client_label(), returning_execution_ms=True,
+            only_if=None if is_last else guard.condition_sql))
         if not is_last:
             parts.append("COMMIT")
 
@@ -480,7 +480,9 @@ class _LeaseGuard:
         lock_table = history.table(schema, history.LOCK_TABLE).as_string(None)
         self._count = (f"(SELECT pg_catalog.count(*) FROM {lock_table} WHERE owner = '{lock.owner}' "
                        "AND expires_at > pg_catalog.clock_timestamp())::integer")
-        self.check_sql = f"SELECT 1 / {self._count}"
+        # True while the lease holds; otherwise the division fails, and so does its statement.
+        self.condition_sql = f"1 / {self._count} = 1"
+        self.check_sql = f"SELECT {self.condition_sql}"
 
     def is_held(self, conn: psycopg.Connection) -> bool:
         """Tell whether the lease is still valid; False when the connection cannot say."""
