@@ -183,9 +183,11 @@ def insert_statement(conn: psycopg.Connection, schema: str, *, version: int | No
     condition the row is inserted under, evaluated in the same statement.
     """
     values = (version, name, kind, status, checksum, checksum_version, statement_count, statement_count, client)
+    # applied_at too comes from the clock: now() is when a script of several files arrived.
     row = (f"{', '.join(_literal(conn, value) for value in values)}, "
            "(extract(epoch FROM pg_catalog.clock_timestamp() - "
-           f"pg_catalog.current_setting('{FILE_STARTED_SETTING}')::timestamptz) * 1000)::integer")
+           f"pg_catalog.current_setting('{FILE_STARTED_SETTING}')::timestamptz) * 1000)::integer, "
+           "pg_catalog.clock_timestamp()")
     returning = " RETURNING execution_ms" if returning_execution_ms else ""
     if only_if is not None:
         return f"{_insert_prefix(schema)} SELECT {row} WHERE {only_if}{returning}"
@@ -195,7 +197,7 @@ def insert_statement(conn: psycopg.Connection, schema: str, *, version: int | No
 @functools.lru_cache(maxsize=8)
 def _insert_prefix(schema: str) -> str:
     return (f"INSERT INTO {table(schema, HISTORY_TABLE).as_string(None)} (version, name, kind, status, checksum, "
-            "checksum_version, statement_count, statements_done, client, execution_ms)")
+            "checksum_version, statement_count, statements_done, client, execution_ms, applied_at)")
 
 
 # Text made only of these characters needs no escaping inside single quotes.

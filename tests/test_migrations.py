@@ -583,8 +583,11 @@ def test_script_records_time_per_file(tmp_path, settings, conn, schema):
     result = run_migrations(settings, sql_dir=folder)
 
     # Each file's own 20 ms, not the time since its script began.
-    assert all(15 <= row.execution_ms < 60 for row in history_rows(conn, schema))
+    rows = history_rows(conn, schema)
+    assert all(15 <= row.execution_ms < 60 for row in rows)
     assert all(15 <= elapsed_ms < 60 for _migration, elapsed_ms in result.applied)
+    # And each its own time of application, though several came in one script.
+    assert len({row.applied_at for row in rows}) == len(rows)
 
 
 class LostAfterFirstCheck:
