@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -700,6 +701,10 @@ def backoff(attempt: int) -> float:
     return min(0.5 * 2 ** (attempt - 1), _BACKOFF_CAP_S)
 
 
+# The CONTEXT of an error in COPY data, such as: COPY presets, line 3, column width: "wide"
+_COPY_CONTEXT_RE = re.compile(r"COPY [^\n]*?, line (?P<line>\d+)(?:, column [^\n:]+)?")
+
+
 class _StatementFailed(Exception):
     """A statement of a migration failed; carries what the error message needs."""
 
@@ -719,6 +724,13 @@ class _StatementFailed(Exception):
         if at_commit:
             self.server_message = _("COMMIT failed: {error}", error=self.server_message)
         self.line = statement.line + _line_offset(statement.text, diag.statement_position)
+        # A bad row of COPY data: the server's CONTEXT names its line within the data,
+        # which starts on the line after the statement.
+        copy_line = _COPY_CONTEXT_RE.search(diag.context or "") if statement.copy_data is not None else None
+        self.is_copy_data_error = copy_line is not None
+        if copy_line is not None:
+            self.line = statement.line + statement.text.count("\n") + int(copy_line["line"])
+            self.server_message += f" ({copy_line[0]})"
 
     def to_error(self, detail: str, *, is_recorded_failure: bool = False) -> MigrationError:
         """Build the user's error; ``is_recorded_failure`` when a failed history row now blocks reruns."""
@@ -733,6 +745,8 @@ class _StatementFailed(Exception):
         elif self.is_lock_timeout:
             hint = _("another session held a conflicting lock for longer than lock_timeout; find it in "
                      "pg_stat_activity, or raise TEXTLOOM_LOCK_TIMEOUT, then run `invoke db.migrate` again")
+        elif self.is_copy_data_error:
+            hint = _("fix that line of the COPY data, then run `invoke db.migrate` again")
         elif self.is_data_error:
             hint = _("rows in the table do not fit the statement; fix those rows or the statement, then run "
                      "`invoke db.migrate` again")

@@ -122,6 +122,23 @@ def test_copy_block_builds_index(tmp_path, settings, conn, schema):
     assert "(label)" in index
 
 
+def test_copy_data_error_names_data_line(tmp_path, settings, conn, schema):
+    folder = write_files(tmp_path / "sql", {"0001_presets.sql": (
+        "CREATE TABLE ${schema}.presets (name text, width int);\n"
+        "COPY ${schema}.presets (name, width)\nFROM stdin;\n"
+        "hd\t1280\n"
+        "wide\tabc\n"
+        "\\.\n")})
+
+    with pytest.raises(MigrationError) as caught:
+        run_migrations(settings, sql_dir=folder)
+
+    # Line 1 creates the table, lines 2 and 3 hold COPY, the data starts on line 4.
+    assert "0001_presets.sql, line 5, statement 2 failed" in caught.value.message
+    assert "COPY presets, line 2, column width" in caught.value.message
+    assert "COPY data" in caught.value.hint
+
+
 def test_copy_with_placeholder_applies(tmp_path, settings, conn, schema):
     content = COPY_BLOCK.replace("COPY {schema}", "COPY ${schema}")
     folder = write_files(tmp_path / "sql", {"0001_copy.sql": content})
