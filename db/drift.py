@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # Changes db.migrate applies without review, when their hazard is also "safe". A real run
 # creates the schema with its history table before it compares, so only a dry run on a
-# schema that does not exist yet sees ADD_SCHEMA.
+# schema that does not exist yet gets ADD_SCHEMA.
 AUTO_KINDS = frozenset({ChangeKind.ADD_SCHEMA, ChangeKind.ADD_TABLE, ChangeKind.ADD_COLUMN, ChangeKind.ADD_INDEX})
 # Foreign keys of a new table come as separate changes; they are safe on an empty table.
 _NEW_TABLE_FK = ChangeKind.ADD_CONSTRAINT

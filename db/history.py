@@ -19,7 +19,7 @@ HISTORY_TABLE = "textloom_migration_history"
 LOCK_TABLE = "textloom_migration_lock"
 BOOKKEEPING_TABLES = (HISTORY_TABLE, LOCK_TABLE)
 
-# A custom setting, local to a file's transaction, that holds the time the file began.
+# A custom setting, local to a file's transaction, that contains the time the file began.
 FILE_STARTED_SETTING = "textloom.file_started"
 
 # Row kinds.

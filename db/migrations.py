@@ -221,7 +221,7 @@ _MAX_FILES_PER_SCRIPT = 32
 
 
 @dataclass(frozen=True)
-class _Held:
+class _UncommittedFile:
     """A transactional file whose statements and history row succeeded; its COMMIT is not sent yet."""
 
     migration: LocalMigration
@@ -233,7 +233,7 @@ class _ScriptOutcome:
     """The result of one script: files committed in it, the last file left open, or the file that failed."""
 
     committed: list[tuple[LocalMigration, int]]
-    open_file: _Held | None = None
+    open_file: _UncommittedFile | None = None
     failed: tuple[LocalMigration, SqlFile] | None = None
     # The failure was lock_timeout: the script counts as the file's first attempt.
     failed_on_lock_timeout: bool = False
@@ -242,7 +242,7 @@ class _ScriptOutcome:
 def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[LocalMigration], parsed: list[SqlFile],
                lock: MigrationLock, progress: Progress, result: RunResult) -> None:
     """Apply the parsed files in order, each in its own transaction unless it opted out."""
-    held: _Held | None = None
+    uncommitted: _UncommittedFile | None = None
     files_per_script = 1
     guard = _LeaseGuard(settings.schema, lock)
 
@@ -254,12 +254,12 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
     try:
         while position < len(pending):
             if lock.lost.is_set():
-                raise _lock_lost_error(pending[position], held)
+                raise _lock_lost_error(pending[position], uncommitted)
             if not _fits_one_script(parsed[position]):
-                if held is not None:
-                    _commit(conn, held.migration, guard)
-                    report(held.migration, held.elapsed_ms)
-                    held = None
+                if uncommitted is not None:
+                    _commit(conn, uncommitted.migration, guard)
+                    report(uncommitted.migration, uncommitted.elapsed_ms)
+                    uncommitted = None
                 progress.applying(pending[position], position + 1, len(pending))
                 report(pending[position], apply_file(conn, settings, pending[position], parsed[position], progress,
                                                      guard=guard))
@@ -277,16 +277,16 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
 
             started = time.perf_counter()
             try:
-                outcome = _apply_script(conn, settings, guard, files, commit_first=held)
+                outcome = _apply_script(conn, settings, guard, files, commit_first=uncommitted)
             except (KeyboardInterrupt, SystemExit):
                 # Interrupted mid-script: COMMITs in it may have run before the stop.
-                for migration, elapsed_ms in _recorded(conn, settings, held, files):
+                for migration, elapsed_ms in _recorded(conn, settings, uncommitted, files):
                     report(migration, elapsed_ms)
                 raise
-            if held is not None:
+            if uncommitted is not None:
                 # The script began with the held file's COMMIT, which succeeded.
-                report(held.migration, held.elapsed_ms)
-                held = None
+                report(uncommitted.migration, uncommitted.elapsed_ms)
+                uncommitted = None
             for migration, elapsed_ms in outcome.committed:
                 report(migration, elapsed_ms)
             position += len(outcome.committed)
@@ -303,34 +303,43 @@ def _apply_all(conn: psycopg.Connection, settings: Settings, pending: list[Local
                 position += 1
                 files_per_script = 1
             else:
-                held = outcome.open_file
+                uncommitted = outcome.open_file
                 position += 1
                 files_per_script = min(files_per_script * 2, _MAX_FILES_PER_SCRIPT)
-        if held is not None:
-            _commit(conn, held.migration, guard)
-            report(held.migration, held.elapsed_ms)
+        if uncommitted is not None:
+            _commit(conn, uncommitted.migration, guard)
+            report(uncommitted.migration, uncommitted.elapsed_ms)
     finally:
         # A held file whose COMMIT was never sent is rolled back here, on error or interrupt.
         rollback_open_transaction(conn)
 
 
-def _recorded(conn: psycopg.Connection, settings: Settings, held: _Held | None,
+def _recorded(conn: psycopg.Connection, settings: Settings, uncommitted: _UncommittedFile | None,
               files: list[tuple[LocalMigration, SqlFile]]) -> list[tuple[LocalMigration, int]]:
-    """Return the held file and the files of a script that the history holds; empty when it cannot say."""
-    rollback_open_transaction(conn)
+    """Return the uncommitted file and the files of a script that the history records.
+
+    The list is empty when the history cannot be read.
+    """
     try:
-        rows = {row.version: row for row in history.read_history(conn, settings.schema) if row.success}
+        rows = _applied_rows_after_rollback(conn, settings)
     except psycopg.Error:
         return []
-    candidates = ([held.migration] if held is not None else []) + [migration for migration, _sql_file in files]
+    candidates = [uncommitted.migration] if uncommitted is not None else []
+    candidates += [migration for migration, _sql_file in files]
     return [(m, rows[m.version].execution_ms) for m in candidates if m.version in rows]
 
 
-def _lock_lost_error(migration: LocalMigration, held: _Held | None) -> MigrationError:
+def _applied_rows_after_rollback(conn: psycopg.Connection, settings: Settings) -> dict[int | None, HistoryRow]:
+    """Roll back a failed or interrupted script, then read the successful history rows by version."""
+    rollback_open_transaction(conn)
+    return {row.version: row for row in history.read_history(conn, settings.schema) if row.success}
+
+
+def _lock_lost_error(migration: LocalMigration, uncommitted: _UncommittedFile | None) -> MigrationError:
     message = _("the migration lock was lost before {file}", file=migration.name)
-    if held is not None:
+    if uncommitted is not None:
         message = _("{message}; {file} ran but is rolled back, not committed", message=message,
-                    file=held.migration.name)
+                    file=uncommitted.migration.name)
     return MigrationError(message, hint=_("another migrator took over after the lock expired; run "
                                          "`invoke db.migrate` again"))
 
@@ -391,7 +400,8 @@ def _apply_by_statements(conn: psycopg.Connection, settings: Settings, migration
 
 
 def _apply_script(conn: psycopg.Connection, settings: Settings, guard: _LeaseGuard,
-                  files: list[tuple[LocalMigration, SqlFile]], *, commit_first: _Held | None) -> _ScriptOutcome:
+                  files: list[tuple[LocalMigration, SqlFile]], *,
+                  commit_first: _UncommittedFile | None) -> _ScriptOutcome:
     """Send quick files as one query: per file BEGIN, the timeouts, its statements and its history row.
 
     With ``commit_first`` the script starts with the COMMIT of that held file. Every file
@@ -399,7 +409,7 @@ def _apply_script(conn: psycopg.Connection, settings: Settings, guard: _LeaseGua
     migrator's: a server runs a received script to its end even after its client was
     killed, and must not commit once the lock has expired. The last file stays open for
     the caller. When a statement fails the server skips the rest of the script. The files
-    the history then holds are returned as committed, and the first other one as failed.
+    the history then records are returned as committed, and the first other one as failed.
     """
     parts = [guard.check_sql, "COMMIT"] if commit_first is not None else []
     row_positions = []
@@ -429,11 +439,11 @@ def _apply_script(conn: psycopg.Connection, settings: Settings, guard: _LeaseGua
 
     timings = [results[index][0][0] for index in row_positions]
     committed = [(migration, elapsed_ms) for (migration, _sql_file), elapsed_ms in zip(files[:-1], timings)]
-    return _ScriptOutcome(committed, open_file=_Held(files[-1][0], timings[-1]))
+    return _ScriptOutcome(committed, open_file=_UncommittedFile(files[-1][0], timings[-1]))
 
 
 def _after_failed_script(conn: psycopg.Connection, settings: Settings, guard: _LeaseGuard,
-                         files: list[tuple[LocalMigration, SqlFile]], commit_first: _Held | None,
+                         files: list[tuple[LocalMigration, SqlFile]], commit_first: _UncommittedFile | None,
                          exc: psycopg.Error) -> _ScriptOutcome:
     """Find out from the history how far a failed script got; raise when it cannot go on."""
     names = ", ".join(migration.name for migration, _sql_file in files)
@@ -446,8 +456,7 @@ def _after_failed_script(conn: psycopg.Connection, settings: Settings, guard: _L
             hint=_("the connection to the server was lost; check the server or pgbouncer, then run "
                    "`invoke db.migrate` again")) from None
 
-    rollback_open_transaction(conn)
-    rows = {row.version: row for row in history.read_history(conn, settings.schema) if row.success}
+    rows = _applied_rows_after_rollback(conn, settings)
     if commit_first is not None and commit_first.migration.version not in rows:
         raise _commit_failure(conn, guard, commit_first.migration, exc)
     committed = []
@@ -486,7 +495,7 @@ class _LeaseGuard:
         self.check_sql = f"SELECT {self.condition_sql}"
 
     def is_held(self, conn: psycopg.Connection) -> bool:
-        """Tell whether the lease is still valid; False when the connection cannot say."""
+        """Return True while the lease is valid, and False when it has expired or the query fails."""
         try:
             row = conn.execute(f"SELECT {self._count}").fetchone()
         except psycopg.Error:
@@ -537,10 +546,10 @@ def _record_and_commit(conn: psycopg.Connection, settings: Settings, migration: 
 
 def _commit_failure(conn: psycopg.Connection, guard: _LeaseGuard, migration: LocalMigration,
                     exc: psycopg.Error) -> MigrationError:
-    """Roll back after a failed COMMIT and tell why: a lost lock, or what COMMIT reported."""
-    connection_lost = is_connection_lost(exc)
-    rollback_open_transaction(conn)
-    if not connection_lost and not guard.is_held(conn):
+    """Roll back after a failed COMMIT and build the error: a lost lock, or what COMMIT reported."""
+    if is_connection_lost(exc):
+        rollback_open_transaction(conn)
+    elif not _lease_after_failure(conn, guard):
         return MigrationError(
             _("the migration lock was lost before {file} could commit; nothing of it was applied",
               file=migration.name),
@@ -635,6 +644,7 @@ def _run_with_retries(conn: psycopg.Connection, settings: Settings, migration: L
 
 
 def _lease_after_failure(conn: psycopg.Connection, guard: _LeaseGuard) -> bool:
+    """Roll back the failed transaction, then tell whether the lease is still valid."""
     rollback_open_transaction(conn)
     return guard.is_held(conn)
 

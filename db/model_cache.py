@@ -15,7 +15,7 @@ that ran and on what that code read. So, while it imports the models, the cache 
   only a hash is stored.
 
 An entry is used while each of those is unchanged: same file content (same size and
-mtime, or else the same hash), same folder names, same variables. Its key holds the spec,
+mtime, or else the same hash), same folder names, same variables. Its key contains the spec,
 the schema, the type prefix, the server version, the Python and SQLAlchemy versions,
 ``sys.path``, the working folder and the source of the code that builds snapshots. What
 the server renders from the models is not cached: :func:`db.model_render.finish` runs on
@@ -232,7 +232,7 @@ class _Variable:
 
 @dataclass(frozen=True)
 class _PathState:
-    """What ``os.stat`` said of a path: missing, a file, a folder or something else."""
+    """The state ``os.stat`` reported for a path: missing, a file, a folder or something else."""
 
     path: str
     state: str
@@ -375,7 +375,11 @@ def _path_state(path: str) -> str:
         mode = os.stat(path).st_mode
     except OSError:
         return "missing"
-    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "other"
 
 
 # Recording what an import reads ---------------------------------------------------------
@@ -525,7 +529,7 @@ def _audit(event: str, args: tuple) -> None:
 
 
 def _watching_stat(real_stat: Callable) -> Callable:
-    """Wrap ``os.stat``, ``os.lstat`` or ``os.access`` so the recorder sees which paths the import asks about.
+    """Wrap ``os.stat``, ``os.lstat`` or ``os.access`` so the recorder notes which paths the import checks.
 
     No audit event covers them, and ``os.path.exists``, ``Path.is_file`` and the like call
     them. The import system does not: it calls the ``posix`` module directly.

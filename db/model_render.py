@@ -6,7 +6,7 @@ SQLAlchemy nor the models. It runs that DDL in a scratch schema inside a transac
 is always rolled back, reads the tables back through :mod:`db.catalog`, and merges them
 into the offline snapshot. The model snapshot cache stores PreparedModels and calls
 :func:`finish` on every run, so what the server renders always reflects the live
-database (its functions, types and extensions), never a cached answer.
+database (its functions, types and extensions), never a cached result.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def finish(conn: psycopg.Connection | None, prepared: PreparedModels, *, round_t
     try:
         rendered = _render(conn, prepared)
     except psycopg.Error as exc:
-        # The model may use what this database lacks (an extension type, say); those
-        # objects stay not comparable rather than being guessed. The note says so.
+        # The model may use what this database lacks, such as an extension type. Those
+        # objects stay not comparable rather than being guessed, and the note reports it.
         log.info("rendering %d model tables on the server failed: %s", len(prepared.unresolved),
                  str(exc).strip().splitlines()[0])
         note = NotComparable(offline.schema, _("the server could not create the model's tables ({error}); "
@@ -75,7 +75,7 @@ def _render(conn: psycopg.Connection, prepared: PreparedModels) -> SchemaSnapsho
     ddl = [statement.replace(SCRATCH_PLACEHOLDER, scratch) for statement in prepared.ddl]
 
     # The DDL has no parameters, so psycopg sends all of it as one simple query. The
-    # transaction is rolled back whatever happens, so the scratch schema never persists.
+    # transaction is rolled back on success and on error, so the scratch schema is not kept.
     with conn.transaction(force_rollback=True):
         create_schema = sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch)).as_string(conn)
         conn.execute(";\n".join([create_schema, *ddl]))

@@ -258,7 +258,7 @@ def _offline_column(table: sa.Table, column: sa.Column, model_schemas: set, pref
         identity = "always" if column.identity.always else "by default"
     elif isinstance(column.server_default, sa.Computed):
         generated = str(column.server_default.sqltext)
-        # Without persisted the storage depends on the server version, which the rendering knows.
+        # Without persisted the storage depends on the server version, so rendering decides it.
         generated_storage = {True: "stored", False: "virtual"}.get(column.server_default.persisted)
         notes.append(NotComparable(f"{table.name}.{column.name}",
                                    _("generated expressions are compared only when a connection renders them")))

@@ -226,11 +226,11 @@ def check_migrations(ctx: VerifyContext, conn: psycopg.Connection) -> CheckResul
                                    count=len(plan.local)))
 
 
-def _first_names(names: list[str], shown: int = 5) -> str:
-    """Join the first names, and say how many more there are, so a table cell stays readable."""
-    if len(names) <= shown:
+def _first_names(names: list[str], limit: int = 5) -> str:
+    """Join the first names and count the rest, so a table cell stays readable."""
+    if len(names) <= limit:
         return ", ".join(names)
-    return _("{names} and {count} more", names=", ".join(names[:shown]), count=len(names) - shown)
+    return _("{names} and {count} more", names=", ".join(names[:limit]), count=len(names) - limit)
 
 
 @_guard_connection("migration lock")

@@ -104,7 +104,7 @@ def wait_for_orphaned_script(conn: psycopg.Connection) -> None:
     """Wait until no other session runs a query.
 
     The server runs a script it received to its end, COMMITs included, after its client
-    was killed; the lock check before each COMMIT stops it once the lease has expired. A
+    was killed. The lock check before each COMMIT stops it once the lease has expired. A
     table it commits while the states are read would show in the catalog before its rows.
     """
     deadline = time.monotonic() + 20

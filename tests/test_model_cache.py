@@ -187,7 +187,7 @@ def test_new_file_in_listed_folder_is_seen(conn, schema, package):
 
 
 def test_file_changed_during_import_not_cached(conn, schema, package, cache_dir):
-    # Its content at the import cannot be told from its content now.
+    # Its content at the import may differ from its content now, and the cache cannot tell.
     package.edit("tables.txt", "alpha beta\n")
     os.utime(package.folder / "tables.txt")
     model_cache.model_snapshot(conn, package.spec, schema, f"{schema}.")
